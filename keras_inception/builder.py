@@ -1,0 +1,244 @@
+"""The one generic builder behind every public `build_*` function.
+
+A family (GoogLeNet, InceptionV2, InceptionV3) describes itself with an `Architecture`:
+its default width table, stems, minimum input size and a `body` that wires the modules.
+`build` does everything that follows the conventions of `keras.applications`: argument
+checks, the input, the classifier head or pooling, auxiliary outputs, the model, weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import keras
+from keras import layers
+
+from keras_inception import heads
+from keras_inception.layers import ConvStyle
+from keras_inception.specs import scale_table, validate_table, validate_width_controls
+
+POOLINGS = (None, "avg", "max")
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """What a family hands the generic builder.
+
+    Args:
+        family: str. Name used in messages, e.g. `"googlenet"`.
+        default_size: int. Default square input side with the ImageNet stem.
+        default_specs: Mapping. The paper's width table.
+        stems: tuple of str. Accepted `stem=` values; the first is the default.
+        minimum_size: callable `(stem, aux_logits) -> int`: the smallest input side.
+        body: callable `(x, table, *, stem, style, **options) -> (features, taps)`, where
+            `taps` maps each auxiliary output name to the feature map its head reads.
+        aux_head: callable `(tap, *, classes, style, classifier_activation, name, **options)`.
+        load_weights: callable `(model, weights, include_top)` for `weights=` other than
+            None; the default loads a file written by `model.save_weights`.
+    """
+
+    family: str
+    default_size: int
+    default_specs: Mapping[str, Any]
+    stems: tuple[str, ...]
+    minimum_size: Callable[[str, bool], int]
+    body: Callable[..., Any]
+    aux_head: Callable[..., Any]
+    load_weights: Callable[..., None] | None = None
+
+
+def same_padding_minimum_size(
+    stem_strides: Mapping[str, int], aux_strides: Mapping[str, int], aux_map: int = 4
+) -> Callable[[str, bool], int]:
+    """`minimum_size` for a family padded "same" everywhere (GoogLeNet).
+
+    The input must span a whole cell of the deepest map (stride `4 * stem_strides[stem]`),
+    and, with auxiliary heads, `aux_map` cells of the map their heads read (stride
+    `aux_strides[stem]`).
+    """
+
+    def minimum_size(stem: str, aux_logits: bool) -> int:
+        size = stem_strides[stem] * 4
+        if aux_logits:
+            size = max(size, aux_map * aux_strides[stem])
+        return size
+
+    return minimum_size
+
+
+def _check_choice(label: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"{label} must be one of {list(choices)}; received {value!r}")
+
+
+def _resolve_input_shape(
+    arch: Architecture,
+    input_shape: tuple | None,
+    input_tensor: Any,
+    *,
+    include_top: bool,
+    stem: str,
+    aux_logits: bool,
+) -> tuple:
+    if keras.config.image_data_format() != "channels_last":
+        raise ValueError(
+            f"{arch.family} is built channels_last only; keras.config.image_data_format() "
+            f"is {keras.config.image_data_format()!r}"
+        )
+    if input_tensor is not None:
+        tensor_shape = tuple(input_tensor.shape[1:])
+        if input_shape is not None and tuple(input_shape) != tensor_shape:
+            raise ValueError(
+                f"input_shape {tuple(input_shape)} does not match input_tensor's shape "
+                f"{tensor_shape}"
+            )
+        input_shape = tensor_shape
+    if input_shape is None:
+        side = arch.default_size if include_top else None
+        input_shape = (side, side, 3)
+    shape = tuple(input_shape)
+    if len(shape) != 3:
+        raise ValueError(f"input_shape must be (height, width, channels); received {input_shape!r}")
+    for dim in shape:
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
+            raise ValueError(
+                f"input_shape entries must be positive integers or None; received {shape}"
+            )
+    if shape[2] is None:
+        raise ValueError(f"input_shape needs a known channel count; received {shape}")
+    minimum = arch.minimum_size(stem, aux_logits)
+    if any(dim is not None and dim < minimum for dim in shape[:2]):
+        aux = " with auxiliary heads" if aux_logits else ""
+        raise ValueError(
+            f"input_shape must be at least {minimum}x{minimum} for {arch.family} "
+            f"(stem={stem!r}){aux}; received {shape}"
+        )
+    if aux_logits and None in shape[:2]:
+        raise ValueError(f"auxiliary heads need a fixed input size; received input_shape {shape}")
+    return shape
+
+
+def _check_weights(arch: Architecture, weights: Any) -> None:
+    if weights is None:
+        return
+    if not isinstance(weights, str | os.PathLike):
+        raise ValueError(
+            f"weights must be None, 'imagenet' or a path to a weights file; received {weights!r}"
+        )
+    if weights == "imagenet":
+        if arch.load_weights is None:
+            raise ValueError(
+                f"no ImageNet weights are published for {arch.family} in Keras; "
+                "received weights='imagenet'. Pass weights=None or a path to a weights file."
+            )
+        return
+    if not os.path.exists(weights):
+        raise FileNotFoundError(f"weights file not found: {os.fspath(weights)!r}")
+
+
+def _load_weights_file(model: keras.Model, weights: str, include_top: bool) -> None:
+    model.load_weights(weights)
+
+
+def build(
+    arch: Architecture,
+    *,
+    include_top: bool,
+    weights: str | None,
+    input_tensor: Any,
+    input_shape: tuple | None,
+    pooling: str | None,
+    classes: int,
+    classifier_activation: str | None,
+    aux_logits: bool,
+    stem: str | None,
+    width_multiplier: float,
+    min_depth: int,
+    bottleneck_ratio: float,
+    specs: Mapping[str, Any] | None,
+    dropout: float,
+    name: str,
+    style: ConvStyle,
+    body_options: Mapping[str, Any] | None = None,
+    aux_options: Mapping[str, Any] | None = None,
+) -> keras.Model:
+    """Builds `arch` in the conventions of keras.applications; see `build_googlenet`."""
+    stem = arch.stems[0] if stem is None else stem
+    _check_choice("stem", stem, arch.stems)
+    _check_choice("pooling", pooling, POOLINGS)
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
+        raise ValueError(f"classes must be a positive integer; received {classes!r}")
+    if aux_logits and not include_top:
+        raise ValueError(
+            "aux_logits=True needs include_top=True (auxiliary heads are classifiers); "
+            f"received include_top={include_top!r}"
+        )
+    if not (isinstance(dropout, int | float) and 0 <= dropout < 1):
+        raise ValueError(f"dropout must be in [0, 1); received {dropout!r}")
+    validate_width_controls(width_multiplier, bottleneck_ratio, min_depth)
+    _check_weights(arch, weights)
+    table = validate_table(
+        arch.default_specs if specs is None else specs, arch.default_specs, arch.family
+    )
+    table = scale_table(
+        table,
+        width_multiplier=width_multiplier,
+        bottleneck_ratio=bottleneck_ratio,
+        min_depth=min_depth,
+    )
+    shape = _resolve_input_shape(
+        arch,
+        input_shape,
+        input_tensor,
+        include_top=include_top,
+        stem=stem,
+        aux_logits=aux_logits,
+    )
+
+    if input_tensor is None:
+        img_input = layers.Input(shape=shape, name="image")
+        inputs = img_input
+    elif keras.backend.is_keras_tensor(input_tensor):
+        img_input = input_tensor
+        inputs = keras.utils.get_source_inputs(input_tensor)
+    else:
+        img_input = layers.Input(tensor=input_tensor, shape=shape, name="image")
+        inputs = img_input
+
+    features, taps = arch.body(img_input, table, stem=stem, style=style, **(body_options or {}))
+
+    if not include_top:
+        if pooling == "avg":
+            features = layers.GlobalAveragePooling2D(name="avgpool")(features)
+        elif pooling == "max":
+            features = layers.GlobalMaxPooling2D(name="maxpool")(features)
+        outputs = features
+    else:
+        main = heads.apply_classifier(
+            features,
+            classes=classes,
+            dropout=dropout,
+            classifier_activation=classifier_activation,
+            name="main" if aux_logits else "predictions",
+        )
+        if aux_logits:
+            outputs = {"main": main}
+            for aux_name, tap in taps.items():
+                outputs[aux_name] = arch.aux_head(
+                    tap,
+                    classes=classes,
+                    style=style,
+                    classifier_activation=classifier_activation,
+                    name=aux_name,
+                    **(aux_options or {}),
+                )
+        else:
+            outputs = main
+
+    model = keras.Model(inputs, outputs, name=name)
+    if weights is not None:
+        (arch.load_weights or _load_weights_file)(model, weights, include_top)
+    return model

@@ -1,0 +1,199 @@
+"""GoogLeNet (Inception v1): Szegedy et al., "Going deeper with convolutions", CVPR 2015.
+
+Reference: https://arxiv.org/abs/1409.4842 (Table 1 holds the widths below).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+import keras
+from keras import layers
+
+from keras_inception import builder
+from keras_inception.blocks import apply_inception_v1
+from keras_inception.heads import apply_aux_head_v1
+from keras_inception.layers import ConvStyle, LocalResponseNormalization, conv_bn_act
+from keras_inception.specs import V1Module, V1Stem
+
+# Paper Table 1. Keys are the module names of the paper; the first character is the stage.
+GOOGLENET_SPECS: Mapping[str, V1Stem | V1Module] = MappingProxyType(
+    {
+        "stem": V1Stem(conv1=64, reduce=64, conv2=192),
+        "3a": V1Module(conv1x1=64, reduce3x3=96, conv3x3=128, reduce5x5=16, conv5x5=32, pool_proj=32),
+        "3b": V1Module(conv1x1=128, reduce3x3=128, conv3x3=192, reduce5x5=32, conv5x5=96, pool_proj=64),
+        "4a": V1Module(conv1x1=192, reduce3x3=96, conv3x3=208, reduce5x5=16, conv5x5=48, pool_proj=64),
+        "4b": V1Module(conv1x1=160, reduce3x3=112, conv3x3=224, reduce5x5=24, conv5x5=64, pool_proj=64),
+        "4c": V1Module(conv1x1=128, reduce3x3=128, conv3x3=256, reduce5x5=24, conv5x5=64, pool_proj=64),
+        "4d": V1Module(conv1x1=112, reduce3x3=144, conv3x3=288, reduce5x5=32, conv5x5=64, pool_proj=64),
+        "4e": V1Module(conv1x1=256, reduce3x3=160, conv3x3=320, reduce5x5=32, conv5x5=128, pool_proj=128),
+        "5a": V1Module(conv1x1=256, reduce3x3=160, conv3x3=320, reduce5x5=32, conv5x5=128, pool_proj=128),
+        "5b": V1Module(conv1x1=384, reduce3x3=192, conv3x3=384, reduce5x5=48, conv5x5=128, pool_proj=128),
+    }
+)  # fmt: skip
+
+# Auxiliary classifiers read the outputs of these modules (paper section 5).
+AUX_TAPS: Mapping[str, str] = MappingProxyType({"4a": "aux1", "4d": "aux2"})
+
+# Downsampling before module 3a: 8 with the ImageNet stem (7x7/2 conv, two 3x3/2 pools),
+# none with the small stem. Stages 4 and 5 each start after a 3x3/2 max pool.
+_STEM_STRIDES = MappingProxyType({"imagenet": 8, "small": 1})
+_AUX_STRIDES = MappingProxyType({stem: 2 * s for stem, s in _STEM_STRIDES.items()})
+
+
+def _stem(x, spec: V1Stem, *, stem: str, style: ConvStyle):
+    # Comments give the sizes at the default 224x224 input with the ImageNet stem.
+    lrn = not style.batch_norm  # the paper's LRN; batch norm replaces it
+    if stem == "imagenet":
+        x = conv_bn_act(x, spec.conv1, 7, strides=2, style=style, name="conv1")  # 112x112x64
+        x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)  # 56x56x64
+    else:
+        x = conv_bn_act(x, spec.conv1, 3, style=style, name="conv1")  # HxWx64
+    if lrn:
+        x = LocalResponseNormalization(name="norm1")(x)
+    x = conv_bn_act(x, spec.reduce, 1, style=style, name="conv2_3x3_reduce")
+    x = conv_bn_act(x, spec.conv2, 3, style=style, name="conv2_3x3")  # 56x56x192
+    if lrn:
+        x = LocalResponseNormalization(name="norm2")(x)
+    if stem == "imagenet":
+        x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool2")(x)  # 28x28x192
+    return x
+
+
+def _body(x, table: Mapping[str, Any], *, stem: str, style: ConvStyle, branch5x5_kernel: int):
+    x = _stem(x, table["stem"], stem=stem, style=style)
+    taps = {}
+    modules = [key for key in table if key != "stem"]
+    # Stages 3 (28x28), 4 (14x14), 5 (7x7); a 3x3/2 max pool starts stages 4 and 5.
+    for index, (stage, keys) in enumerate(itertools.groupby(modules, key=lambda k: k[0])):
+        if index > 0:
+            x = layers.MaxPooling2D(3, strides=2, padding="same", name=f"pool{stage}")(x)
+        for key in keys:
+            x = apply_inception_v1(
+                x,
+                table[key],
+                style=style,
+                branch5x5_kernel=branch5x5_kernel,
+                name=f"inception{key}",
+            )
+            if key in AUX_TAPS:
+                taps[AUX_TAPS[key]] = x
+    return x, taps  # 7x7x1024
+
+
+ARCHITECTURE = builder.Architecture(
+    family="googlenet",
+    default_size=224,
+    default_specs=GOOGLENET_SPECS,
+    stems=("imagenet", "small"),
+    minimum_size=builder.same_padding_minimum_size(_STEM_STRIDES, _AUX_STRIDES),
+    body=_body,
+    aux_head=apply_aux_head_v1,
+)
+
+
+def build_googlenet(
+    *,
+    include_top: bool = True,
+    weights: str | None = None,
+    input_tensor: Any = None,
+    input_shape: tuple | None = None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation: str | None = "softmax",
+    aux_logits: bool = False,
+    aux_dropout: float = 0.7,
+    batch_norm: bool = True,
+    sync_batch_norm: bool = False,
+    branch5x5_kernel: int = 5,
+    dropout: float = 0.4,
+    stem: str = "imagenet",
+    width_multiplier: float = 1.0,
+    min_depth: int = 16,
+    bottleneck_ratio: float = 1.0,
+    specs: Mapping[str, V1Stem | V1Module] | None = None,
+    name: str = "googlenet",
+) -> keras.Model:
+    """GoogLeNet (Inception v1), in the conventions of `keras.applications`.
+
+    Reference: Szegedy et al., "Going deeper with convolutions" (CVPR 2015).
+
+    `build_googlenet(batch_norm=False)` is the paper's network (6,998,552 parameters,
+    1.58 G multiply-adds at 224x224); `build_googlenet(branch5x5_kernel=3)` is the
+    TF-Slim/torchvision layout (batch norm, one 3x3 conv in the "5x5" branch).
+    Known deviations from the paper: the final 7x7 average pool is global (any input
+    size), max pools pad "same" (sizes equal the paper's at 224), and the auxiliary pool
+    adapts its window so that its map stays 4x4 at any input size (5x5/3 at 224).
+
+    Args:
+        include_top: bool. Include the dropout and classifier on top. Defaults to True.
+        weights: str or None. None (random init) or a path to a file written by
+            `model.save_weights`. No ImageNet weights exist for GoogLeNet in Keras, so
+            `"imagenet"` raises a ValueError. Defaults to None.
+        input_tensor: optional Keras tensor to use as the image input.
+        input_shape: tuple. `(height, width, channels)`, any channel count. Defaults to
+            `(224, 224, 3)` with the top, `(None, None, 3)` without.
+        pooling: None, "avg" or "max". Global pooling of the features when
+            `include_top=False`. Defaults to None (the 4D feature map).
+        classes: int. Number of classes. Defaults to 1000.
+        classifier_activation: str or None. Activation of every classifier output; None
+            returns logits. Defaults to "softmax".
+        aux_logits: bool. Add the two auxiliary classifiers (after 4a and 4d); the model
+            then returns `{"main", "aux1", "aux2"}`. Train with
+            `loss_weights=keras_inception.default_loss_weights(model)` and drop them with
+            `keras_inception.strip_aux_heads(model)`. Defaults to False.
+        aux_dropout: float. Dropout in the auxiliary heads. Defaults to 0.7 (paper).
+        batch_norm: bool. BN after every conv, no conv bias. False is the paper: conv
+            bias and local response normalization in the stem. Defaults to True.
+        sync_batch_norm: bool. Synchronized BN across replicas. Defaults to False.
+        branch5x5_kernel: int. 5 (paper) or 3 (TF-Slim/torchvision). Defaults to 5.
+        dropout: float. Dropout before the classifier. Defaults to 0.4 (paper).
+        stem: str. "imagenet" (7x7/2 conv and two 3x3/2 max pools) or "small" (3x3/1
+            conv, no downsampling: for 28-64 px inputs). Defaults to "imagenet".
+        width_multiplier: float. Scales every conv width as TF-Slim's depth_multiplier:
+            `max(int(w * width_multiplier), min_depth)`. Defaults to 1.0.
+        min_depth: int. Smallest scaled width. Defaults to 16.
+        bottleneck_ratio: float. Further scales only the 1x1 reduce convs in front of
+            the 3x3 and 5x5 convs of each module; module outputs are unchanged.
+            Defaults to 1.0.
+        specs: mapping. A full width table of the same type as `GOOGLENET_SPECS`.
+            Defaults to `GOOGLENET_SPECS`.
+        name: str. Model name. Defaults to "googlenet".
+
+    Returns:
+        A `keras.Model`.
+
+    Examples:
+    >>> model = build_googlenet(input_shape=(28, 28, 1), stem="small", classes=10,
+    ...                         width_multiplier=0.25)
+    >>> model.output.shape
+    (None, 10)
+    """
+    if branch5x5_kernel not in (3, 5):
+        raise ValueError(f"branch5x5_kernel must be 3 or 5; received {branch5x5_kernel!r}")
+    if not (isinstance(aux_dropout, int | float) and 0 <= aux_dropout < 1):
+        raise ValueError(f"aux_dropout must be in [0, 1); received {aux_dropout!r}")
+    return builder.build(
+        ARCHITECTURE,
+        include_top=include_top,
+        weights=weights,
+        input_tensor=input_tensor,
+        input_shape=input_shape,
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
+        aux_logits=aux_logits,
+        stem=stem,
+        width_multiplier=width_multiplier,
+        min_depth=min_depth,
+        bottleneck_ratio=bottleneck_ratio,
+        specs=specs,
+        dropout=dropout,
+        name=name,
+        style=ConvStyle(batch_norm=batch_norm, sync_batch_norm=sync_batch_norm),
+        body_options={"branch5x5_kernel": branch5x5_kernel},
+        aux_options={"dropout": aux_dropout},
+    )

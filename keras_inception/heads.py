@@ -1,0 +1,126 @@
+"""Classifier head and auxiliary heads."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from keras_inception.layers import ConvStyle, conv_bn_act
+
+
+def output_dtype() -> str | None:
+    """float32 for the final layers under a mixed-precision policy, else the policy's own."""
+    policy = keras.config.dtype_policy()
+    return "float32" if policy.compute_dtype != policy.variable_dtype else None
+
+
+def apply_classifier(
+    x,
+    *,
+    classes: int,
+    dropout: float,
+    classifier_activation: str | None,
+    name: str,
+):
+    """Global average pool -> dropout -> dense `classes` (layer named `name`)."""
+    x = layers.GlobalAveragePooling2D(name="avgpool")(x)
+    if dropout > 0:
+        x = layers.Dropout(dropout, name="dropout")(x)
+    return layers.Dense(classes, activation=classifier_activation, dtype=output_dtype(), name=name)(
+        x
+    )
+
+
+def apply_adaptive_average_pool(x, output_size: int, *, name: str):
+    """Average pooling whose window and stride give an `output_size` square map.
+
+    For a side of `n`, stride `n // output_size` and window `n - (output_size - 1) * stride`
+    (valid padding): at GoogLeNet's 14x14 aux taps this is exactly the paper's 5x5/3 pool,
+    and at any other (static) size the map stays `output_size` square, so the dense layer
+    that follows never changes size.
+    """
+    height, width = x.shape[1], x.shape[2]
+    if height is None or width is None:
+        raise ValueError(
+            f"{name}: auxiliary heads need a static input size; received feature map "
+            f"{tuple(x.shape)}. Pass a fixed input_shape."
+        )
+    if height < output_size or width < output_size:
+        raise ValueError(
+            f"{name}: the feature map {height}x{width} is smaller than the {output_size}x"
+            f"{output_size} map the auxiliary head pools to; use a larger input_shape"
+        )
+    strides = (height // output_size, width // output_size)
+    pool = (height - (output_size - 1) * strides[0], width - (output_size - 1) * strides[1])
+    return layers.AveragePooling2D(pool, strides=strides, padding="valid", name=name)(x)
+
+
+def apply_aux_head_v1(
+    x,
+    *,
+    classes: int,
+    style: ConvStyle,
+    dropout: float,
+    classifier_activation: str | None,
+    name: str,
+):
+    """GoogLeNet's auxiliary classifier (paper section 5).
+
+    5x5/3 average pool (adaptive: always 4x4) -> 1x1 conv 128 + ReLU -> FC 1024 + ReLU ->
+    dropout (paper 70%) -> FC `classes`. Its conv follows the network's `style` (batch norm
+    in the torchvision layout). The last layer is named `name`.
+    """
+    x = apply_adaptive_average_pool(x, 4, name=f"{name}_pool")
+    x = conv_bn_act(x, 128, 1, style=style, name=f"{name}_1x1")
+    x = layers.Flatten(name=f"{name}_flatten")(x)
+    x = layers.Dense(1024, activation="relu", name=f"{name}_fc")(x)
+    if dropout > 0:
+        x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
+    return layers.Dense(classes, activation=classifier_activation, dtype=output_dtype(), name=name)(
+        x
+    )
+
+
+# Loss weight of each auxiliary output, by output name: GoogLeNet's paper (0.3 each) and
+# TF-Slim's InceptionV3 (0.4).
+AUX_LOSS_WEIGHTS = {"aux1": 0.3, "aux2": 0.3, "aux": 0.4}
+
+
+def _output_dict(model: keras.Model) -> dict | None:
+    outputs = model.output
+    return outputs if isinstance(outputs, dict) else None
+
+
+def default_loss_weights(model: keras.Model) -> dict[str, float]:
+    """`compile(loss_weights=...)` for a model with auxiliary outputs.
+
+    Example:
+    >>> model = build_googlenet(aux_logits=True)
+    >>> default_loss_weights(model)
+    {'main': 1.0, 'aux1': 0.3, 'aux2': 0.3}
+    """
+    outputs = _output_dict(model)
+    if outputs is None:
+        return {model.output_names[0]: 1.0} if model.output_names else {}
+    unknown = [key for key in outputs if key != "main" and key not in AUX_LOSS_WEIGHTS]
+    if "main" not in outputs or unknown:
+        raise ValueError(
+            "default_loss_weights expects outputs 'main' and auxiliary outputs "
+            f"{sorted(AUX_LOSS_WEIGHTS)}; received outputs {sorted(outputs)}"
+        )
+    return {key: 1.0 if key == "main" else AUX_LOSS_WEIGHTS[key] for key in outputs}
+
+
+def strip_aux_heads(model: keras.Model) -> keras.Model:
+    """The single-output inference model: the `"main"` output, sharing the same weights.
+
+    A model without auxiliary outputs is returned as it is.
+    """
+    outputs = _output_dict(model)
+    if outputs is None:
+        return model
+    if "main" not in outputs:
+        raise ValueError(
+            f"strip_aux_heads needs a model with a 'main' output; received outputs {sorted(outputs)}"
+        )
+    return keras.Model(model.input, outputs["main"], name=model.name)

@@ -1,0 +1,107 @@
+"""Every registered model: builds, runs, serializes, imports keras only."""
+
+import ast
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from keras import layers
+
+import keras_inception as ki
+
+PACKAGE = pathlib.Path(ki.__file__).parent
+
+# Small but real configurations of each registered model, cheap enough to run everywhere.
+SMALL = dict(stem="small", input_shape=(32, 32, 1), classes=5, width_multiplier=0.25)
+
+
+def test_list_models():
+    assert "googlenet" in ki.list_models()
+    assert ki.list_models() == sorted(ki.list_models())
+
+
+def test_unknown_model_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"unknown model 'googlenet2'.*available"):
+        ki.get_model("googlenet2")
+
+
+@pytest.mark.parametrize("name", ki.list_models())
+def test_builds_and_runs(name):
+    model = ki.get_model(name, **SMALL)
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 1)).astype("float32")
+    y = model.predict(x, verbose=0)
+    assert y.shape == (2, 5)
+    np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-5)
+    assert not [layer for layer in model.layers if isinstance(layer, layers.Lambda)]
+
+
+@pytest.mark.parametrize("name", ki.list_models())
+@pytest.mark.parametrize("aux_logits", [False, True])
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_keras_round_trip_in_fresh_process(name, aux_logits, batch_norm, tmp_path):
+    model = ki.get_model(name, aux_logits=aux_logits, batch_norm=batch_norm, **SMALL)
+    x = np.random.default_rng(1).normal(size=(2, 32, 32, 1)).astype("float32")
+    expected = model.predict(x, verbose=0)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    np.save(tmp_path / "x.npy", x)
+    script = textwrap.dedent(
+        f"""
+        import json, numpy as np, keras
+        import keras_inception  # registers the custom layers
+        model = keras.saving.load_model({str(path)!r}, safe_mode=True)
+        y = model.predict(np.load({str(tmp_path / "x.npy")!r}), verbose=0)
+        y = y if isinstance(y, dict) else {{"out": y}}
+        print(json.dumps({{k: np.asarray(v).tolist() for k, v in y.items()}}))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    expected = expected if isinstance(expected, dict) else {"out": expected}
+    assert sorted(loaded) == sorted(expected)
+    for key, value in expected.items():
+        np.testing.assert_allclose(np.array(loaded[key]), value, rtol=1e-5, atol=1e-6)
+
+
+def _imported_modules(path: pathlib.Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.glob("*.py")), ids=lambda p: p.name)
+def test_package_imports_keras_only(path):
+    imported = _imported_modules(path)
+    assert "tensorflow" not in imported
+    assert "training" not in imported
+
+
+@pytest.mark.parametrize("name", ki.list_models())
+def test_runs_on_jax_backend_without_tensorflow(name):
+    script = textwrap.dedent(
+        f"""
+        import sys, numpy as np, keras
+        import keras_inception as ki
+        assert keras.backend.backend() == "jax"
+        model = ki.get_model({name!r}, aux_logits=True, batch_norm=False, **{SMALL!r})
+        y = model.predict(np.zeros((1, 32, 32, 1), "float32"), verbose=0)
+        assert y["main"].shape == (1, 5), y
+        print("tensorflow" in sys.modules)
+        """
+    )
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env
+    )
+    assert result.stdout.strip().splitlines()[-1] == "False", result.stderr[-2000:]
