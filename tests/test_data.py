@@ -394,3 +394,12 @@ def test_inception_crop_fused_jpeg_matches_decoded_crop():
     assert fused.shape == plain.shape
     assert fused.shape[0] * fused.shape[1] >= 0.08 * 96 * 80 - 1
     np.testing.assert_allclose(fused.numpy(), plain.numpy(), atol=2)
+
+
+def test_offline_tfds_and_fashion_mnist_fail_fast_with_instructions(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "_network_available", lambda *a: False)
+    with pytest.raises(FileNotFoundError, match="no network.*tfds build tf_flowers"):
+        load_datasets(DataConfig("tf_flowers", data_dir=str(tmp_path)))
+    monkeypatch.setattr(data, "FASHION_MNIST_DIRS", (tmp_path / "not_debian",))
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        load_datasets(DataConfig("fashion_mnist", data_dir=str(tmp_path)))

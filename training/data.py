@@ -360,6 +360,12 @@ def _tfds_builder(name: str, data_dir: str | None):
             f"its files in TFDS's manual_dir {manual_dir} (that is <data_dir>/downloads/manual/"
             f"), then run again.\nTFDS instructions: {builder.MANUAL_DOWNLOAD_INSTRUCTIONS.strip()}"
         )
+    if not _network_available():
+        raise FileNotFoundError(
+            f"{name} is not prepared in {builder.data_dir} and there is no network to download "
+            f"it. Prepare it on a machine with internet access (`tfds build {name} "
+            "--data_dir=...`) and pass that folder as data_dir."
+        )
     try:
         builder.download_and_prepare(download_dir=str(download_dir))
     except Exception as e:  # network errors, checksum errors, missing manual files ...
@@ -369,6 +375,17 @@ def _tfds_builder(name: str, data_dir: str | None):
             f"(`tfds build {name} --data_dir=...`) and pass that folder as data_dir."
         ) from e
     return builder
+
+
+def _network_available(host: str = "storage.googleapis.com") -> bool:
+    """Fast DNS check, so an offline machine fails at once (TFDS retries for minutes)."""
+    import socket
+
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return False
+    return True
 
 
 def _tfds(config: DataConfig) -> _Source:
