@@ -329,8 +329,15 @@ def test_image_folder_errors_name_the_path(tmp_path):
 # ----------------------------------------------------------------------------- TFDS
 
 
-def test_tfds_cifar10_mock_small_image_pipeline():
-    with tfds.testing.mock_data(num_examples=12):
+@pytest.fixture
+def mocked_tfds(monkeypatch):
+    """TFDS mocked (random examples); the mocked download needs no network, so skip the check."""
+    monkeypatch.setattr(data, "_network_available", lambda *a: True)
+    return tfds.testing.mock_data
+
+
+def test_tfds_cifar10_mock_small_image_pipeline(mocked_tfds):
+    with mocked_tfds(num_examples=12):
         d = load_datasets(
             DataConfig("cifar10", batch_size=5, deterministic=True, seed=1),
             output_names=["main", "aux1"],
@@ -344,8 +351,8 @@ def test_tfds_cifar10_mock_small_image_pipeline():
         np.testing.assert_array_equal(next(iter(again.train))[0], x)
 
 
-def test_tfds_imagenette_mock_uses_jpeg_crop_path():
-    with tfds.testing.mock_data(num_examples=6):
+def test_tfds_imagenette_mock_uses_jpeg_crop_path(mocked_tfds):
+    with mocked_tfds(num_examples=6):
         d = load_datasets(DataConfig("imagenette", image_size=40, batch_size=3), ten_crop=True)
         assert d.image_shape == (40, 40, 3)
         x, _ = next(iter(d.train))
