@@ -1,5 +1,5 @@
-"""The training application: input pipeline, strategies, fit, tuning, command line.
+"""The training application: input pipeline, strategies, fit, evaluation, command line.
 
-Not built yet: the training pipeline is tracked in its own issue. Importing a submodule
-that does not exist yet fails loudly.
+`python -m training train --help` lists every flag; `train_and_evaluate(config, workdir)`
+is the library entry point.
 """

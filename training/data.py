@@ -166,6 +166,14 @@ def output_names_of(model) -> list[str] | None:
     return list(outputs.keys()) if isinstance(outputs, dict) else None
 
 
+def with_targets(ds: tf.data.Dataset, output_names: Sequence[str] | None) -> tf.data.Dataset:
+    """Fans each label out to ``{name: label}`` for a multi-output model (None: unchanged)."""
+    if not output_names:
+        return ds
+    names = list(output_names)
+    return ds.map(lambda x, y: (x, {name: y for name in names}), num_parallel_calls=AUTOTUNE)
+
+
 # --------------------------------------------------------------------------- sources
 
 
@@ -670,9 +678,7 @@ def _build(
         eval_fn = _eval_fn(source, size, channels, encoded, ten_crop)
         ds = ds.map(lambda x, y: (eval_fn(x), y), num_parallel_calls=AUTOTUNE)
     ds = ds.batch(config.batch_size)
-    if output_names:
-        names = list(output_names)
-        ds = ds.map(lambda x, y: (x, {name: y for name in names}))
+    ds = with_targets(ds, output_names)
     ds = ds.prefetch(AUTOTUNE)
     options = tf.data.Options()
     options.deterministic = config.deterministic or not train

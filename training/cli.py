@@ -1,0 +1,181 @@
+"""`python -m training {train,evaluate,export}`: parses flags and calls the library.
+
+Bad flags or paths end in a one-line error and exit status 2, not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from training.presets import PRESETS
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer; received {text!r}"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; received {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number; received {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number; received {text!r}")
+    return value
+
+
+def _add_train_flags(parser: argparse.ArgumentParser) -> None:
+    from keras_inception import list_models
+
+    parser.add_argument("--model", default="googlenet", choices=list_models(), help="model name")
+    parser.add_argument(
+        "--dataset",
+        default="fashion_mnist",
+        help="a TFDS name (cifar10, imagenette, imagenet2012, ...), fashion_mnist "
+        "(offline from idx files) or imagefolder (root/<class>/*.jpg)",
+    )
+    parser.add_argument("--data-dir", help="TFDS data_dir, idx-file folder or image-folder root")
+    parser.add_argument(
+        "--image-size", type=_positive_int, help="model input side (default: the data's own)"
+    )
+    parser.add_argument("--batch-size", type=_positive_int, default=128, help="global batch size")
+    parser.add_argument("--epochs", type=_positive_int, default=10, help="epochs to train")
+    parser.add_argument(
+        "--train-limit", type=_positive_int, help="use the first N training examples"
+    )
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="held-out fraction where the data has no validation split (default 0.1)",
+    )
+    parser.add_argument(
+        "--stem",
+        choices=["imagenet", "small"],
+        help="model stem (default: small for images <= 64 px, else imagenet)",
+    )
+    parser.add_argument("--width-multiplier", type=_positive_float, default=1.0)
+    parser.add_argument(
+        "--min-depth", type=_positive_int, default=16, help="smallest conv width (default 16)"
+    )
+    parser.add_argument(
+        "--bottleneck-ratio",
+        type=_positive_float,
+        default=1.0,
+        help="scale of the 1x1 reduce convolutions",
+    )
+    parser.add_argument(
+        "--aux",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="train with the auxiliary classifiers (default: on)",
+    )
+    parser.add_argument("--aux-loss-weight", type=float, help="override the aux loss weights")
+    parser.add_argument("--dropout", type=float, help="override the dropout before the classifier")
+    parser.add_argument(
+        "--preset",
+        default="default",
+        choices=sorted(PRESETS),
+        help="; ".join(f"{p.name}: {p.description}" for p in PRESETS.values()),
+    )
+    parser.add_argument("--learning-rate", type=_positive_float, help="override the preset's")
+    parser.add_argument("--warmup-epochs", type=float, help="override the preset's warmup")
+    parser.add_argument("--label-smoothing", type=float, help="override the preset's")
+    parser.add_argument(
+        "--replicas",
+        type=_positive_int,
+        help="on CPU, split the CPU into N logical devices for MirroredStrategy "
+        "(GPUs: all visible are used)",
+    )
+    parser.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        help="mixed_float16 on GPU, mixed_bfloat16 on CPU (final layers stay float32)",
+    )
+    parser.add_argument(
+        "--sync-batch-norm", action="store_true", help="synchronized BN across replicas"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--deterministic", action="store_true", help="deterministic ops and data order"
+    )
+    parser.add_argument(
+        "--augment", action=argparse.BooleanOptionalAction, default=True, help="augmentation"
+    )
+    parser.add_argument("--workdir", required=True, help="where the run's files go")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="delete the workdir's earlier run and retrain"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training", description="Train, evaluate and export Inception models."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser(
+        "train",
+        help="train, evaluate on the test split, export",
+        description="Train a model; rerun the same command on the same workdir to resume.",
+    )
+    _add_train_flags(train)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="evaluate a saved model: single-crop and 10-crop"
+    )
+    evaluate.add_argument("model_path", help="a .keras file or a training workdir")
+    evaluate.add_argument("--dataset", default="fashion_mnist")
+    evaluate.add_argument("--data-dir")
+    evaluate.add_argument("--batch-size", type=_positive_int, default=128)
+    evaluate.add_argument(
+        "--crops", choices=["single", "ten", "both"], default="both", help="crop protocol"
+    )
+
+    export = commands.add_parser("export", help="write a SavedModel of the inference model")
+    export.add_argument("model_path", help="a .keras file or a training workdir")
+    export.add_argument("--output", required=True, help="SavedModel directory")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "train":
+            from training.train import TrainConfig, train_and_evaluate
+
+            options = vars(args).copy()
+            workdir = options.pop("workdir")
+            overwrite = options.pop("overwrite")
+            options.pop("command")
+            train_and_evaluate(TrainConfig(**options), workdir, overwrite=overwrite)
+        elif args.command == "evaluate":
+            from training.evaluate import CROPS, evaluate_saved_model
+
+            crops = CROPS if args.crops == "both" else (args.crops,)
+            results = evaluate_saved_model(
+                args.model_path,
+                dataset=args.dataset,
+                data_dir=args.data_dir,
+                batch_size=args.batch_size,
+                crops=crops,
+            )
+            print(json.dumps(results, indent=2))
+        else:
+            from training.evaluate import export_saved_model
+
+            print(f"SavedModel written to {export_saved_model(args.model_path, args.output)}")
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

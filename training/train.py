@@ -1,0 +1,368 @@
+"""`train_and_evaluate(config, workdir)`: the project's main job.
+
+Builds a registered model for the data, compiles it with per-output losses and the
+auxiliary loss weights, fits it under a distribution strategy with resumable checkpoints,
+evaluates the auxiliary-free model on the test split and writes the workdir:
+
+    config.json     the run's configuration
+    history.csv     per-epoch losses and metrics (train and validation)
+    curves.png      loss and accuracy per epoch, train vs validation
+    best.keras      the best model by validation accuracy
+    model.keras     the final model, with auxiliary heads
+    inference.keras the final model without auxiliary heads (same weights)
+    export/         a SavedModel of the inference model (`model.export`)
+    metrics.json    test top-1, top-5, loss, images/s, epoch times, skipped files
+    logs/           TensorBoard
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+import keras_inception as ki
+from training import data as data_lib
+from training.losses import SparseCrossentropyWithSmoothing
+from training.plots import plot_curves
+from training.presets import get_preset, make_optimizer
+from training.strategy import make_strategy, mixed_precision_policy
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run depends on (written to `config.json`).
+
+    Args:
+        model: str. A registered model name (`keras_inception.list_models()`).
+        dataset: str. A TFDS name, `"fashion_mnist"` or `"imagefolder"`.
+        data_dir: str or None. TFDS data_dir, idx folder or image-folder root.
+        image_size: int or None. Model input side; None keeps the dataset's own.
+        batch_size: int. Global batch size (split across replicas).
+        epochs: int. Epochs to train.
+        train_limit: int or None. Use only the first N training examples.
+        val_fraction: float. Held-out fraction where the data has no validation split.
+        stem: str or None. Model stem; None: "small" for images <= 64 px, else "imagenet".
+        width_multiplier: float. Model width multiplier.
+        min_depth: int. Smallest conv width after the multiplier.
+        bottleneck_ratio: float. Scale of the 1x1 reduce convolutions.
+        aux: bool. Train with the auxiliary classifiers.
+        aux_loss_weight: float or None. Override the auxiliary loss weights.
+        dropout: float or None. Override the model's dropout before the classifier.
+        preset: str. Optimizer recipe (`training.presets.PRESETS`).
+        learning_rate: float or None. Override the preset's (batch-scaled) learning rate.
+        warmup_epochs: float or None. Override the preset's warmup.
+        label_smoothing: float or None. Override the preset's label smoothing.
+        replicas: int or None. CPU replicas (logical devices) for MirroredStrategy.
+        mixed_precision: bool. mixed_float16 on GPU, mixed_bfloat16 on CPU.
+        sync_batch_norm: bool. Synchronized batch norm across replicas.
+        seed: int. Random seed for weights, data order and augmentation.
+        deterministic: bool. Deterministic ops and data order.
+        augment: bool. Training augmentation.
+    """
+
+    model: str = "googlenet"
+    dataset: str = "fashion_mnist"
+    data_dir: str | None = None
+    image_size: int | None = None
+    batch_size: int = 128
+    epochs: int = 10
+    train_limit: int | None = None
+    val_fraction: float = 0.1
+    stem: str | None = None
+    width_multiplier: float = 1.0
+    min_depth: int = 16
+    bottleneck_ratio: float = 1.0
+    aux: bool = True
+    aux_loss_weight: float | None = None
+    dropout: float | None = None
+    preset: str = "default"
+    learning_rate: float | None = None
+    warmup_epochs: float | None = None
+    label_smoothing: float | None = None
+    replicas: int | None = None
+    mixed_precision: bool = False
+    sync_batch_norm: bool = False
+    seed: int = 0
+    deterministic: bool = False
+    augment: bool = True
+
+    def __post_init__(self):
+        positive = {"batch_size": self.batch_size, "epochs": self.epochs}
+        for label, value in positive.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{label} must be a positive integer; received {value!r}")
+        if self.train_limit is not None and self.train_limit < 1:
+            raise ValueError(f"train_limit must be positive; received {self.train_limit!r}")
+
+
+def _json_default(value: Any):
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def _write_json(path: str, data: Any) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, default=_json_default)
+        f.write("\n")
+
+
+def _read_json(path: str) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _prepare_workdir(config: TrainConfig, workdir: str, overwrite: bool) -> dict | None:
+    """Returns the finished run's metrics when there is one and `overwrite` is False."""
+    metrics_path = os.path.join(workdir, "metrics.json")
+    config_path = os.path.join(workdir, "config.json")
+    if overwrite and os.path.isdir(workdir):
+        shutil.rmtree(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    if os.path.exists(config_path):
+        previous = _read_json(config_path)
+        current = json.loads(json.dumps(dataclasses.asdict(config), default=_json_default))
+        if previous != current:
+            changed = sorted(k for k in current if previous.get(k) != current[k])
+            raise ValueError(
+                f"workdir {workdir!r} holds a run with another configuration (differs in "
+                f"{changed}); use another --workdir or pass --overwrite"
+            )
+        if os.path.exists(metrics_path):
+            return _read_json(metrics_path)
+    _write_json(config_path, dataclasses.asdict(config))
+    return None
+
+
+def train_and_evaluate(
+    config: TrainConfig,
+    workdir: str,
+    *,
+    overwrite: bool = False,
+    verbose: int | str = "auto",
+    extra_callbacks: list | None = None,
+) -> dict:
+    """Trains, evaluates and exports; returns the metrics written to `metrics.json`.
+
+    Running it again on the same workdir resumes an interrupted run at its last finished
+    epoch, and returns a finished run's metrics without training (unless `overwrite`).
+    `extra_callbacks` are added after the run's own (which back up each finished epoch first).
+    """
+    # The strategy first: logical CPU devices must exist before any TF op runs.
+    strategy = make_strategy(config.replicas)
+    finished = _prepare_workdir(config, workdir, overwrite)
+    if finished is not None:
+        print(
+            f"{workdir}: this run already finished (test top-1 {finished['top1']:.4f}); "
+            "nothing to train. Pass --overwrite to train it again."
+        )
+        return finished
+
+    preset = get_preset(config.preset)
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.config.set_dtype_policy(mixed_precision_policy() if config.mixed_precision else "float32")
+
+    datasets = data_lib.load_datasets(
+        data_lib.DataConfig(
+            dataset=config.dataset,
+            data_dir=config.data_dir,
+            image_size=config.image_size,
+            batch_size=config.batch_size,
+            train_limit=config.train_limit,
+            val_fraction=config.val_fraction,
+            seed=config.seed,
+            deterministic=config.deterministic,
+            augment=config.augment,
+        ),
+        strategy=strategy,
+    )
+    height = datasets.image_shape[0]
+    stem = config.stem or ("small" if height <= 64 else "imagenet")
+    label_smoothing = (
+        preset.label_smoothing if config.label_smoothing is None else config.label_smoothing
+    )
+    steps_per_epoch = math.ceil(datasets.num_train / config.batch_size)
+
+    with strategy.scope():
+        model_kwargs = dict(
+            input_shape=datasets.image_shape,
+            classes=datasets.num_classes,
+            aux_logits=config.aux,
+            stem=stem,
+            width_multiplier=config.width_multiplier,
+            min_depth=config.min_depth,
+            bottleneck_ratio=config.bottleneck_ratio,
+        )
+        if config.dropout is not None:
+            model_kwargs["dropout"] = config.dropout
+        if config.sync_batch_norm:
+            model_kwargs["sync_batch_norm"] = True
+        model = ki.get_model(config.model, **model_kwargs)
+        output_names = data_lib.output_names_of(model)
+        loss_weights = ki.default_loss_weights(model)
+        if config.aux_loss_weight is not None:
+            loss_weights = {k: 1.0 if k == "main" else config.aux_loss_weight for k in loss_weights}
+        loss = SparseCrossentropyWithSmoothing(label_smoothing)
+        metrics = [
+            keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+            keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"),
+        ]
+        model.compile(
+            optimizer=make_optimizer(
+                preset,
+                steps_per_epoch=steps_per_epoch,
+                epochs=config.epochs,
+                global_batch_size=config.batch_size,
+                learning_rate=config.learning_rate,
+                warmup_epochs=config.warmup_epochs,
+            ),
+            loss={k: loss for k in output_names} if output_names else loss,
+            loss_weights=loss_weights if output_names else None,
+            metrics={"main": metrics} if output_names else metrics,
+            jit_compile=False,  # XLA fails under MirroredStrategy on logical CPUs
+        )
+
+    train_ds = data_lib.with_targets(datasets.train, output_names)
+    val_ds = data_lib.with_targets(datasets.validation, output_names)
+    monitor = "val_main_accuracy" if output_names else "val_accuracy"
+    backup_dir = os.path.join(workdir, "backup")
+    resumed_at = _backed_up_epochs(backup_dir)
+    if resumed_at:
+        print(
+            f"Resuming {workdir}: epochs 1-{resumed_at} are done; continuing at epoch "
+            f"{resumed_at + 1} of {config.epochs}."
+        )
+    timer = EpochTimer(os.path.join(workdir, "epoch_times.json"), datasets.num_train)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(backup_dir),
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(workdir, "best.keras"), monitor=monitor, mode="max", save_best_only=True
+        ),
+        keras.callbacks.TensorBoard(os.path.join(workdir, "logs")),
+        keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv"), append=True),
+        keras.callbacks.TerminateOnNaN(),
+        timer,
+        *(extra_callbacks or []),
+    ]
+    history = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=config.epochs,
+        callbacks=callbacks,
+        shuffle=False,  # the pipeline shuffles
+        verbose=verbose,
+    )
+    losses = history.history.get("loss", [])
+    if losses and not all(math.isfinite(value) for value in losses):
+        raise TrainingDiverged(
+            f"training stopped: the loss became {losses[-1]} in epoch {len(losses)}. "
+            "Lower --learning-rate, add --warmup-epochs, or check the data."
+        )
+
+    with strategy.scope():
+        inference = ki.strip_aux_heads(model)
+        inference.compile(
+            loss=SparseCrossentropyWithSmoothing(0.0),
+            metrics=[
+                keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+                keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"),
+            ],
+            jit_compile=False,
+        )
+    start = time.perf_counter()
+    test = inference.evaluate(datasets.test, verbose=0, return_dict=True)
+    eval_seconds = time.perf_counter() - start
+
+    model.save(os.path.join(workdir, "model.keras"))
+    inference.save(os.path.join(workdir, "inference.keras"))
+    export_dir = os.path.join(workdir, "export")
+    if os.path.isdir(export_dir):
+        shutil.rmtree(export_dir)
+    inference.export(export_dir, verbose=False)
+    plot_curves(os.path.join(workdir, "history.csv"), os.path.join(workdir, "curves.png"))
+
+    metrics = {
+        "top1": float(test["accuracy"]),
+        "top5": float(test["top5"]),
+        "loss": float(test["loss"]),
+        "train_images_per_sec": timer.images_per_sec(),
+        "eval_images_per_sec": datasets.num_test / eval_seconds,
+        "epoch_times": timer.column("epoch"),
+        "train_seconds": timer.column("train"),
+        "epochs": config.epochs,
+        "num_train": datasets.num_train,
+        "num_validation": datasets.num_validation,
+        "num_test": datasets.num_test,
+        "params": model.count_params(),
+        "inference_params": inference.count_params(),
+        "replicas": strategy.num_replicas_in_sync,
+        "skipped_files": datasets.skipped.count,
+        "skipped": [list(item) for item in datasets.skipped.files],
+    }
+    _write_json(os.path.join(workdir, "metrics.json"), metrics)
+    if datasets.skipped.count:
+        print(datasets.skipped.summary())
+    print(
+        f"Test top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f}, loss "
+        f"{metrics['loss']:.4f} on {datasets.num_test} images; "
+        f"{metrics['train_images_per_sec']:.0f} training images/s.\n"
+        f"Workdir {workdir}: config.json, history.csv, curves.png, best.keras, model.keras, "
+        "inference.keras, export/, metrics.json, logs/ (TensorBoard)."
+    )
+    return metrics
+
+
+def _backed_up_epochs(backup_dir: str) -> int:
+    path = os.path.join(backup_dir, "training_metadata.json")
+    if not os.path.exists(path):
+        return 0
+    return int(_read_json(path).get("epoch", 0))
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Wall time of each epoch and of its training part (without validation).
+
+    Kept across resumed runs in a JSON file, so a resumed run reports every epoch.
+    """
+
+    def __init__(self, path: str, num_train: int):
+        super().__init__()
+        self.path = path
+        self.num_train = num_train
+        self.times = _read_json(path) if os.path.exists(path) else {}
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+        self._train_seconds = None
+
+    def on_test_begin(self, logs=None):
+        if self._train_seconds is None:  # validation starts: the epoch's training is over
+            self._train_seconds = time.perf_counter() - self._start
+
+    def on_epoch_end(self, epoch, logs=None):
+        total = time.perf_counter() - self._start
+        self.times[str(epoch + 1)] = {"epoch": total, "train": self._train_seconds or total}
+        _write_json(self.path, self.times)
+
+    def column(self, key: str) -> list[float]:
+        return [self.times[k][key] for k in sorted(self.times, key=int)]
+
+    def images_per_sec(self) -> float:
+        """Training images/s; the first epoch (graph tracing) is left out when others exist."""
+        times = self.column("train")
+        steady = times[1:] if len(times) > 1 else times
+        return self.num_train / (sum(steady) / len(steady)) if steady else 0.0
