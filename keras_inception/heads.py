@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 from keras import layers
 
@@ -76,6 +78,37 @@ def apply_aux_head_v1(
     x = layers.Dense(1024, activation="relu", name=f"{name}_fc")(x)
     if dropout > 0:
         x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
+    return layers.Dense(classes, activation=classifier_activation, dtype=output_dtype(), name=name)(
+        x
+    )
+
+
+def apply_aux_head_v3(
+    x,
+    *,
+    classes: int,
+    style: ConvStyle,
+    classifier_activation: str | None,
+    name: str,
+    batch_norm: bool | None = None,
+):
+    """The auxiliary classifier of "Rethinking the Inception Architecture" (Figure 8).
+
+    5x5/3 average pool (adaptive: always 5x5) -> 1x1 conv 128 -> 5x5 conv 768 (valid,
+    so 1x1) -> flatten -> dense `classes`. The convolutions follow `style` (InceptionV3:
+    batch norm without scale, the "BN-auxiliary" of the paper); `batch_norm=False`
+    gives the Inception-v2 head (conv bias, no batch norm). The last layer is named `name`.
+
+    Known deviation: TF-Slim shrinks the 5x5 kernels for small maps; here the pool adapts
+    its window so that the map stays 5x5 (exactly 5x5/3 at 17x17), and the head's shapes
+    never change with the input size.
+    """
+    if batch_norm is not None and batch_norm != style.batch_norm:
+        style = dataclasses.replace(style, batch_norm=batch_norm)
+    x = apply_adaptive_average_pool(x, 5, name=f"{name}_pool")
+    x = conv_bn_act(x, 128, 1, style=style, name=f"{name}_1x1")
+    x = conv_bn_act(x, 768, 5, padding="valid", style=style, name=f"{name}_5x5")
+    x = layers.Flatten(name=f"{name}_flatten")(x)
     return layers.Dense(classes, activation=classifier_activation, dtype=output_dtype(), name=name)(
         x
     )
