@@ -16,7 +16,7 @@ import keras
 
 from keras_inception import builder
 from keras_inception.blocks import StemLayer, apply_module, apply_stem, reduction_padding
-from keras_inception.heads import apply_aux_head_v3
+from keras_inception.heads import apply_aux_head_v3, aux_head_v3_widths
 from keras_inception.layers import ConvStyle
 from keras_inception.specs import (
     V3ModuleA,
@@ -315,7 +315,7 @@ def _legacy_file_classes(path: str) -> int | None:
 
     try:
         with h5py.File(path, "r") as f:
-            group = f["model_weights"] if "model_weights" in f else f
+            group = f.get("model_weights", f)
             last = group[group.attrs["layer_names"][-1]]
             names = last.attrs["weight_names"]
             kernel = last[names[0]]
@@ -397,8 +397,8 @@ def build_inception_v3(
         classifier_activation: str or None. Activation of every classifier output; None
             returns logits. Defaults to "softmax".
         aux_logits: bool. Add the auxiliary classifier after the 17x17 stage (Mixed_6e):
-            5x5/3 average pool, 1x1 conv 128, 5x5 conv 768 (conv + BN, "BN-auxiliary"),
-            dense `classes`. The model then returns `{"main", "aux"}`; train with
+            5x5/3 average pool, 1x1 conv 128, 5x5 conv 768 (conv + BN, "BN-auxiliary";
+            both scaled by `width_multiplier` as in TF-Slim), dense `classes`. The model then returns `{"main", "aux"}`; train with
             `loss_weights=keras_inception.default_loss_weights(model)` (aux 0.4, TF-Slim).
             Defaults to False.
         sync_batch_norm: bool. Synchronized BN across replicas. Defaults to False.
@@ -443,4 +443,5 @@ def build_inception_v3(
         dropout=dropout,
         name=name,
         style=ConvStyle(batch_norm=True, bn_scale=False, sync_batch_norm=sync_batch_norm),
+        aux_options=aux_head_v3_widths(width_multiplier, min_depth),
     )
