@@ -6,22 +6,61 @@ models run on every Keras backend.
 """
 
 from keras_inception import analysis
+from keras_inception.features import feature_model
 from keras_inception.googlenet import GOOGLENET_SPECS, build_googlenet
 from keras_inception.heads import default_loss_weights, strip_aux_heads
+from keras_inception.inception_v2 import (
+    BN_INCEPTION_SPECS,
+    INCEPTION_V2_SPECS,
+    build_inception_v2,
+)
+from keras_inception.inception_v3 import INCEPTION_V3_SPECS, build_inception_v3
 from keras_inception.layers import LocalResponseNormalization
 from keras_inception.registry import get_builder, get_model, list_models
-from keras_inception.specs import V1Module, V1Stem, load_specs, save_specs, scale_table
+from keras_inception.specs import (
+    BNInceptionStem,
+    BNModule,
+    BNReduction,
+    V1Module,
+    V1Stem,
+    V2Stem,
+    V3ModuleA,
+    V3ModuleB,
+    V3ModuleC,
+    V3ReductionA,
+    V3ReductionB,
+    V3Stem,
+    load_specs,
+    save_specs,
+    scale_table,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BN_INCEPTION_SPECS",
+    "BNInceptionStem",
+    "BNModule",
+    "BNReduction",
     "GOOGLENET_SPECS",
+    "INCEPTION_V2_SPECS",
+    "INCEPTION_V3_SPECS",
     "LocalResponseNormalization",
     "V1Module",
     "V1Stem",
+    "V2Stem",
+    "V3ModuleA",
+    "V3ModuleB",
+    "V3ModuleC",
+    "V3ReductionA",
+    "V3ReductionB",
+    "V3Stem",
     "analysis",
     "build_googlenet",
+    "build_inception_v2",
+    "build_inception_v3",
     "default_loss_weights",
+    "feature_model",
     "get_builder",
     "get_model",
     "list_models",

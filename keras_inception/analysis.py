@@ -19,12 +19,28 @@ from keras import layers
 from keras_inception.layers import LocalResponseNormalization
 
 # Conv roles (the part of a conv layer's name between module and "_conv") -> Table 1 column.
+# Several roles may share a column (the convolutions of one factorized branch); a column
+# shows the width of the branch's last convolution. `report` prints only the columns a
+# model uses, in this order, so GoogLeNet keeps exactly Table 1's six.
 COLUMNS = {
     "1x1": "#1x1",
     "3x3_reduce": "#3x3 reduce",
     "3x3": "#3x3",
+    "3x3_1x3": "#3x3",  # InceptionV3 8x8 modules: parallel 1x3 / 3x1
+    "3x3_3x1": "#3x3",
     "5x5_reduce": "#5x5 reduce",
     "5x5": "#5x5",
+    "3x3dbl_reduce": "#double 3x3 reduce",
+    "3x3dbl_1": "#double 3x3",
+    "3x3dbl_2": "#double 3x3",
+    "3x3dbl_1x3": "#double 3x3",
+    "3x3dbl_3x1": "#double 3x3",
+    "7x7_reduce": "#7x7 reduce",
+    "7x7_2": "#7x7",
+    "7x7dbl_reduce": "#double 7x7 reduce",
+    "7x7dbl_4": "#double 7x7",
+    "7x7x3_reduce": "#7x7x3 reduce",
+    "7x7x3_3": "#7x7x3",
     "pool_proj": "pool proj",
 }
 
@@ -94,8 +110,27 @@ def _module_of(layer) -> str:
 def _describe(module: str, members: list) -> str:
     if module.startswith("inception"):
         return f"inception ({module.removeprefix('inception')})"
+    if module.startswith("mixed"):
+        key = module.removeprefix("mixed")
+        kernels = {m.kernel_size for m in members if isinstance(m, layers.Conv2D)}
+        if any(m.strides[0] == 2 for m in members if hasattr(m, "strides")):
+            return f"grid reduction ({key})"
+        if (1, 7) in kernels:
+            return f"inception 17x17, fig. 6 ({key})"
+        if (1, 3) in kernels:
+            return f"inception 8x8, fig. 7 ({key})"
+        if (5, 5) in kernels:
+            return f"inception 35x35 ({key})"
+        return f"inception, fig. 5 ({key})"
     if module.startswith("aux"):
         return f"auxiliary classifier ({module})"
+    separable = [m for m in members if isinstance(m, layers.SeparableConv2D)]
+    if separable:
+        kh, kw = separable[-1].kernel_size
+        return (
+            f"separable convolution {kh}x{kw}/{separable[-1].strides[0]} "
+            f"(depth multiplier {separable[-1].depth_multiplier})"
+        )
     convs = [m for m in members if isinstance(m, layers.Conv2D)]
     if convs:
         kh, kw = convs[-1].kernel_size
@@ -155,23 +190,26 @@ def rows(model: keras.Model) -> list[ModuleRow]:
 def report(model: keras.Model, print_fn=print) -> str:
     """Prints (and returns) the per-module table of `model`, GoogLeNet Table 1 layout.
 
-    Columns: type, output size, #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj,
-    params, ops (multiply-adds for one image).
+    Columns: type, output size, the width columns of `COLUMNS` that the model uses (for
+    GoogLeNet #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj), params, ops
+    (multiply-adds for one image).
     """
     table = rows(model)
-    header = ["type", "output size", *COLUMNS.values(), "params", "ops"]
+    used = {col for row in table for col in row.widths}
+    columns = [col for col in dict.fromkeys(COLUMNS.values()) if col in used]
+    header = ["type", "output size", *columns, "params", "ops"]
     lines = [
         [
             row.type,
             row.output_size,
-            *(str(row.widths.get(col, "")) for col in COLUMNS.values()),
+            *(str(row.widths.get(col, "")) for col in columns),
             f"{row.params:,}",
             f"{row.macs:,}",
         ]
         for row in table
     ]
     lines.append(
-        ["total", "", *([""] * len(COLUMNS)), f"{model.count_params():,}", f"{macs(model):,}"]
+        ["total", "", *([""] * len(columns)), f"{model.count_params():,}", f"{macs(model):,}"]
     )
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *lines, strict=True)]
     align = ["<", "<"] + [">"] * (len(header) - 2)

@@ -6,10 +6,76 @@ summaries, `analysis.report` rows and feature taps are addressable by module.
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 from keras import layers
 
 from keras_inception.layers import ConvStyle, conv_bn_act
-from keras_inception.specs import V1Module
+from keras_inception.specs import (
+    BNModule,
+    BNReduction,
+    V1Module,
+    V3ModuleA,
+    V3ModuleB,
+    V3ModuleC,
+    V3ReductionA,
+    V3ReductionB,
+)
+
+
+class StemLayer(NamedTuple):
+    """One layer of a stem, as data: `apply_stem` wires it, a family's `minimum_size`
+    follows its kernel and stride.
+
+    Args:
+        name: str. Layer (and module) name; for convolutions also the stem spec's field
+            that holds the width, e.g. `"conv1a"`.
+        kind: str. "conv" (conv_bn_act), "separable" (separable conv with bias + ReLU,
+            TF-Slim's BN-Inception stem) or "maxpool".
+        kernel: int. Square kernel / pool window.
+        strides: int. Stride.
+        padding: str. "same" or "valid".
+    """
+
+    name: str
+    kind: str
+    kernel: int
+    strides: int = 1
+    padding: str = "same"
+
+
+def apply_stem(x, spec: Any, stem_layers: tuple[StemLayer, ...], *, style: ConvStyle):
+    """Wires `stem_layers` in order, taking each convolution's width from `spec`."""
+    for layer in stem_layers:
+        if layer.kind == "maxpool":
+            x = layers.MaxPooling2D(
+                layer.kernel, strides=layer.strides, padding=layer.padding, name=layer.name
+            )(x)
+        elif layer.kind == "separable":
+            # TF-Slim's separable_conv2d sits outside the conv2d arg scope that adds batch
+            # norm: it keeps its bias and ReLU whatever `style` says.
+            x = layers.SeparableConv2D(
+                getattr(spec, layer.name),
+                layer.kernel,
+                strides=layer.strides,
+                padding=layer.padding,
+                depth_multiplier=spec.depth_multiplier,
+                name=f"{layer.name}_conv",
+            )(x)
+            x = layers.Activation("relu", name=f"{layer.name}_relu")(x)
+        elif layer.kind == "conv":
+            x = conv_bn_act(
+                x,
+                getattr(spec, layer.name),
+                layer.kernel,
+                strides=layer.strides,
+                padding=layer.padding,
+                style=style,
+                name=layer.name,
+            )
+        else:
+            raise ValueError(f"unknown stem layer kind {layer.kind!r} in {layer}")
+    return x
 
 
 def apply_inception_v1(
@@ -46,3 +112,197 @@ def apply_inception_v1(
     branch4 = conv_bn_act(branch4, spec.pool_proj, 1, style=style, name=f"{name}_pool_proj")
 
     return layers.Concatenate(axis=-1, name=f"{name}_concat")([branch1, branch2, branch3, branch4])
+
+
+def _avg_pool_proj(x, filters: int, *, style: ConvStyle, pool: str = "avg", name: str):
+    pool_layer = layers.AveragePooling2D if pool == "avg" else layers.MaxPooling2D
+    x = pool_layer(3, strides=1, padding="same", name=f"{name}_pool")(x)
+    return conv_bn_act(x, filters, 1, style=style, name=f"{name}_pool_proj")
+
+
+def apply_inception_v3_a(x, spec: V3ModuleA, *, style: ConvStyle, name: str):
+    """35x35 module of InceptionV3 (keras `mixed0`-`mixed2`, TF-Slim `Mixed_5b`-`5d`).
+
+    Branches: 1x1 | 1x1 -> 5x5 | 1x1 -> 3x3 -> 3x3 | 3x3/1 avg pool -> 1x1, concatenated
+    (`spec.out_channels`). InceptionV3 keeps one 5x5 branch here although "Rethinking"
+    Figure 5 factorizes every 5x5; so do keras.applications and TF-Slim.
+
+    Args:
+        x: KerasTensor. Channels-last input.
+        spec: V3ModuleA. Branch widths.
+        style: ConvStyle. Batch norm or bias after each convolution.
+        name: str. Prefix of every layer, e.g. `"mixed5b"`.
+    """
+    branch1 = conv_bn_act(x, spec.conv1x1, 1, style=style, name=f"{name}_1x1")
+
+    branch2 = conv_bn_act(x, spec.reduce5x5, 1, style=style, name=f"{name}_5x5_reduce")
+    branch2 = conv_bn_act(branch2, spec.conv5x5, 5, style=style, name=f"{name}_5x5")
+
+    branch3 = conv_bn_act(x, spec.reduce3x3dbl, 1, style=style, name=f"{name}_3x3dbl_reduce")
+    branch3 = conv_bn_act(branch3, spec.conv3x3dbl, 3, style=style, name=f"{name}_3x3dbl_1")
+    branch3 = conv_bn_act(branch3, spec.conv3x3dbl, 3, style=style, name=f"{name}_3x3dbl_2")
+
+    branch4 = _avg_pool_proj(x, spec.pool_proj, style=style, name=name)
+    return layers.Concatenate(axis=-1, name=f"{name}_concat")([branch1, branch2, branch3, branch4])
+
+
+def apply_inception_v3_reduction_a(
+    x, spec: V3ReductionA, *, style: ConvStyle, padding: str = "valid", name: str
+):
+    """Grid reduction 35x35 -> 17x17 (keras `mixed3`, TF-Slim `Mixed_6a`, "Rethinking" Fig. 10).
+
+    Branches: 3x3/2 | 1x1 -> 3x3 -> 3x3/2 | 3x3/2 max pool; the stride-2 layers pad
+    `padding` ("valid" in InceptionV3: 35 -> 17).
+    """
+    branch1 = conv_bn_act(
+        x, spec.conv3x3, 3, strides=2, padding=padding, style=style, name=f"{name}_3x3"
+    )
+
+    branch2 = conv_bn_act(x, spec.reduce3x3dbl, 1, style=style, name=f"{name}_3x3dbl_reduce")
+    branch2 = conv_bn_act(branch2, spec.conv3x3dbl, 3, style=style, name=f"{name}_3x3dbl_1")
+    branch2 = conv_bn_act(
+        branch2, spec.conv3x3dbl, 3, strides=2, padding=padding, style=style,
+        name=f"{name}_3x3dbl_2",
+    )  # fmt: skip
+
+    branch3 = layers.MaxPooling2D(3, strides=2, padding=padding, name=f"{name}_pool")(x)
+    return layers.Concatenate(axis=-1, name=f"{name}_concat")([branch1, branch2, branch3])
+
+
+def apply_inception_v3_b(x, spec: V3ModuleB, *, style: ConvStyle, name: str):
+    """17x17 module with 7x7 convolutions factorized into 1x7 and 7x1 (keras `mixed4`-`7`).
+
+    Branches: 1x1 | 1x1 -> 1x7 -> 7x1 | 1x1 -> 7x1 -> 1x7 -> 7x1 -> 1x7 | avg pool -> 1x1.
+    """
+    c7 = spec.channels_7x7
+    branch1 = conv_bn_act(x, spec.conv1x1, 1, style=style, name=f"{name}_1x1")
+
+    branch2 = conv_bn_act(x, c7, 1, style=style, name=f"{name}_7x7_reduce")
+    branch2 = conv_bn_act(branch2, c7, (1, 7), style=style, name=f"{name}_7x7_1")
+    branch2 = conv_bn_act(branch2, spec.conv7x7, (7, 1), style=style, name=f"{name}_7x7_2")
+
+    branch3 = conv_bn_act(x, c7, 1, style=style, name=f"{name}_7x7dbl_reduce")
+    branch3 = conv_bn_act(branch3, c7, (7, 1), style=style, name=f"{name}_7x7dbl_1")
+    branch3 = conv_bn_act(branch3, c7, (1, 7), style=style, name=f"{name}_7x7dbl_2")
+    branch3 = conv_bn_act(branch3, c7, (7, 1), style=style, name=f"{name}_7x7dbl_3")
+    branch3 = conv_bn_act(branch3, spec.conv7x7dbl, (1, 7), style=style, name=f"{name}_7x7dbl_4")
+
+    branch4 = _avg_pool_proj(x, spec.pool_proj, style=style, name=name)
+    return layers.Concatenate(axis=-1, name=f"{name}_concat")([branch1, branch2, branch3, branch4])
+
+
+def apply_inception_v3_reduction_b(
+    x, spec: V3ReductionB, *, style: ConvStyle, padding: str = "valid", name: str
+):
+    """Grid reduction 17x17 -> 8x8 (keras `mixed8`, TF-Slim `Mixed_7a`).
+
+    Branches: 1x1 -> 3x3/2 | 1x1 -> 1x7 -> 7x1 -> 3x3/2 | 3x3/2 max pool.
+    """
+    branch1 = conv_bn_act(x, spec.reduce3x3, 1, style=style, name=f"{name}_3x3_reduce")
+    branch1 = conv_bn_act(
+        branch1, spec.conv3x3, 3, strides=2, padding=padding, style=style, name=f"{name}_3x3"
+    )
+
+    c7 = spec.reduce7x7x3
+    branch2 = conv_bn_act(x, c7, 1, style=style, name=f"{name}_7x7x3_reduce")
+    branch2 = conv_bn_act(branch2, c7, (1, 7), style=style, name=f"{name}_7x7x3_1")
+    branch2 = conv_bn_act(branch2, c7, (7, 1), style=style, name=f"{name}_7x7x3_2")
+    branch2 = conv_bn_act(
+        branch2, spec.conv7x7x3, 3, strides=2, padding=padding, style=style,
+        name=f"{name}_7x7x3_3",
+    )  # fmt: skip
+
+    branch3 = layers.MaxPooling2D(3, strides=2, padding=padding, name=f"{name}_pool")(x)
+    return layers.Concatenate(axis=-1, name=f"{name}_concat")([branch1, branch2, branch3])
+
+
+def apply_inception_v3_c(x, spec: V3ModuleC, *, style: ConvStyle, name: str):
+    """8x8 module with expanded filter banks (keras `mixed9`-`10`, "Rethinking" Fig. 7).
+
+    Branches: 1x1 | 1x1 -> [1x3, 3x1] | 1x1 -> 3x3 -> [1x3, 3x1] | avg pool -> 1x1, where
+    each `[1x3, 3x1]` pair reads the same tensor and is concatenated.
+    """
+    branch1 = conv_bn_act(x, spec.conv1x1, 1, style=style, name=f"{name}_1x1")
+
+    branch2 = conv_bn_act(x, spec.reduce3x3, 1, style=style, name=f"{name}_3x3_reduce")
+    branch2 = layers.Concatenate(axis=-1, name=f"{name}_3x3_concat")(
+        [
+            conv_bn_act(branch2, spec.conv3x3, (1, 3), style=style, name=f"{name}_3x3_1x3"),
+            conv_bn_act(branch2, spec.conv3x3, (3, 1), style=style, name=f"{name}_3x3_3x1"),
+        ]
+    )
+
+    branch3 = conv_bn_act(x, spec.reduce3x3dbl, 1, style=style, name=f"{name}_3x3dbl_reduce")
+    branch3 = conv_bn_act(branch3, spec.conv3x3dbl, 3, style=style, name=f"{name}_3x3dbl_1")
+    branch3 = layers.Concatenate(axis=-1, name=f"{name}_3x3dbl_concat")(
+        [
+            conv_bn_act(branch3, spec.conv3x3dbl, (1, 3), style=style, name=f"{name}_3x3dbl_1x3"),
+            conv_bn_act(branch3, spec.conv3x3dbl, (3, 1), style=style, name=f"{name}_3x3dbl_3x1"),
+        ]
+    )
+
+    branch4 = _avg_pool_proj(x, spec.pool_proj, style=style, name=name)
+    return layers.Concatenate(axis=-1, name=f"{name}_concat")([branch1, branch2, branch3, branch4])
+
+
+def apply_bn_inception(x, spec: BNModule, *, style: ConvStyle, name: str):
+    """BN-Inception module (Ioffe & Szegedy 2015, Figure 5 of "Rethinking"; TF-Slim
+    `inception_v2` `Mixed_3b`...): the 5x5 branch of Inception v1 as two stacked 3x3.
+
+    Branches: 1x1 | 1x1 -> 3x3 | 1x1 -> 3x3 -> 3x3 | 3x3/1 `spec.pool` pool -> 1x1.
+    """
+    branch1 = conv_bn_act(x, spec.conv1x1, 1, style=style, name=f"{name}_1x1")
+
+    branch2 = conv_bn_act(x, spec.reduce3x3, 1, style=style, name=f"{name}_3x3_reduce")
+    branch2 = conv_bn_act(branch2, spec.conv3x3, 3, style=style, name=f"{name}_3x3")
+
+    branch3 = conv_bn_act(x, spec.reduce3x3dbl, 1, style=style, name=f"{name}_3x3dbl_reduce")
+    branch3 = conv_bn_act(branch3, spec.conv3x3dbl, 3, style=style, name=f"{name}_3x3dbl_1")
+    branch3 = conv_bn_act(branch3, spec.conv3x3dbl, 3, style=style, name=f"{name}_3x3dbl_2")
+
+    branch4 = _avg_pool_proj(x, spec.pool_proj, style=style, pool=spec.pool, name=name)
+    return layers.Concatenate(axis=-1, name=f"{name}_concat")([branch1, branch2, branch3, branch4])
+
+
+def apply_bn_inception_reduction(x, spec: BNReduction, *, style: ConvStyle, name: str):
+    """BN-Inception grid reduction (TF-Slim `Mixed_4a`, `Mixed_5a`), padded "same".
+
+    Branches: 1x1 -> 3x3/2 | 1x1 -> 3x3 -> 3x3/2 | 3x3/2 max pool.
+    """
+    branch1 = conv_bn_act(x, spec.reduce3x3, 1, style=style, name=f"{name}_3x3_reduce")
+    branch1 = conv_bn_act(branch1, spec.conv3x3, 3, strides=2, style=style, name=f"{name}_3x3")
+
+    branch2 = conv_bn_act(x, spec.reduce3x3dbl, 1, style=style, name=f"{name}_3x3dbl_reduce")
+    branch2 = conv_bn_act(branch2, spec.conv3x3dbl, 3, style=style, name=f"{name}_3x3dbl_1")
+    branch2 = conv_bn_act(
+        branch2, spec.conv3x3dbl, 3, strides=2, style=style, name=f"{name}_3x3dbl_2"
+    )
+
+    branch3 = layers.MaxPooling2D(3, strides=2, padding="same", name=f"{name}_pool")(x)
+    return layers.Concatenate(axis=-1, name=f"{name}_concat")([branch1, branch2, branch3])
+
+
+# Module kind -> its apply function; grid reductions -> the padding of their 3x3/2 layers.
+MODULE_BLOCKS = {
+    V1Module: apply_inception_v1,
+    V3ModuleA: apply_inception_v3_a,
+    V3ReductionA: apply_inception_v3_reduction_a,
+    V3ModuleB: apply_inception_v3_b,
+    V3ReductionB: apply_inception_v3_reduction_b,
+    V3ModuleC: apply_inception_v3_c,
+    BNModule: apply_bn_inception,
+    BNReduction: apply_bn_inception_reduction,
+}
+REDUCTION_PADDING = {V3ReductionA: "valid", V3ReductionB: "valid", BNReduction: "same"}
+
+
+def apply_module(x, spec: Any, *, style: ConvStyle, name: str):
+    """Applies the block of `spec`'s kind (see `MODULE_BLOCKS`)."""
+    if type(spec) not in MODULE_BLOCKS:
+        raise ValueError(f"{name}: no block for spec {spec!r}")
+    return MODULE_BLOCKS[type(spec)](x, spec, style=style, name=name)
+
+
+def reduction_padding(spec: Any) -> str | None:
+    """Padding of a grid reduction's 3x3/2 layers; None for a module that keeps the grid."""
+    return REDUCTION_PADDING.get(type(spec))

@@ -69,6 +69,34 @@ def same_padding_minimum_size(
     return minimum_size
 
 
+def output_side(side: int, kernel: int, strides: int, padding: str) -> int:
+    """Side of a conv/pool output: `ceil(side / strides)` ("same") or
+    `(side - kernel) // strides + 1` ("valid"; 0 when the window does not fit)."""
+    if padding == "same":
+        return -(-side // strides)
+    return (side - kernel) // strides + 1 if side >= kernel else 0
+
+
+def searched_minimum_size(
+    sides: Callable[[str, int], tuple[int, int]], aux_map: int, limit: int = 4096
+) -> Callable[[str, bool], int]:
+    """`minimum_size` for a family with "valid" padding, computed from its layers.
+
+    `sides(stem, n)` returns `(aux tap side, final side)` for an `n`x`n` input, following
+    the family's kernels and strides. The minimum is the smallest `n` whose final map is
+    at least 1x1 and, with auxiliary heads, whose tapped map is at least `aux_map` wide.
+    """
+
+    def minimum_size(stem: str, aux_logits: bool) -> int:
+        for n in range(1, limit + 1):
+            tap, final = sides(stem, n)
+            if final >= 1 and (not aux_logits or tap >= aux_map):
+                return n
+        raise ValueError(f"no input side up to {limit} fits stem={stem!r}")
+
+    return minimum_size
+
+
 def _check_choice(label: str, value: Any, choices: tuple) -> None:
     if value not in choices:
         raise ValueError(f"{label} must be one of {list(choices)}; received {value!r}")

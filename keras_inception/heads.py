@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 from keras import layers
 
 from keras_inception.layers import ConvStyle, conv_bn_act
+from keras_inception.specs import scale_width
 
 
 def output_dtype() -> str | None:
@@ -81,6 +84,40 @@ def apply_aux_head_v1(
     )
 
 
+def apply_aux_head_v3(
+    x,
+    *,
+    classes: int,
+    style: ConvStyle,
+    classifier_activation: str | None,
+    name: str,
+    batch_norm: bool | None = None,
+    conv1x1: int = 128,
+    conv5x5: int = 768,
+):
+    """The auxiliary classifier of "Rethinking the Inception Architecture" (Figure 8).
+
+    5x5/3 average pool (adaptive: always 5x5) -> 1x1 conv `conv1x1` (128) -> 5x5 conv
+    `conv5x5` (768; valid, so 1x1) -> flatten -> dense `classes`. The builders scale the
+    two widths with `width_multiplier` / `min_depth`, as TF-Slim's `depth()` does. The convolutions follow `style` (InceptionV3:
+    batch norm without scale, the "BN-auxiliary" of the paper); `batch_norm=False`
+    gives the Inception-v2 head (conv bias, no batch norm). The last layer is named `name`.
+
+    Known deviation: TF-Slim shrinks the 5x5 kernels for small maps; here the pool adapts
+    its window so that the map stays 5x5 (exactly 5x5/3 at 17x17), and the head's shapes
+    never change with the input size.
+    """
+    if batch_norm is not None and batch_norm != style.batch_norm:
+        style = dataclasses.replace(style, batch_norm=batch_norm)
+    x = apply_adaptive_average_pool(x, 5, name=f"{name}_pool")
+    x = conv_bn_act(x, conv1x1, 1, style=style, name=f"{name}_1x1")
+    x = conv_bn_act(x, conv5x5, 5, padding="valid", style=style, name=f"{name}_5x5")
+    x = layers.Flatten(name=f"{name}_flatten")(x)
+    return layers.Dense(classes, activation=classifier_activation, dtype=output_dtype(), name=name)(
+        x
+    )
+
+
 # Loss weight of each auxiliary output, by output name: GoogLeNet's paper (0.3 each) and
 # TF-Slim's InceptionV3 (0.4).
 AUX_LOSS_WEIGHTS = {"aux1": 0.3, "aux2": 0.3, "aux": 0.4}
@@ -124,3 +161,12 @@ def strip_aux_heads(model: keras.Model) -> keras.Model:
             f"strip_aux_heads needs a model with a 'main' output; received outputs {sorted(outputs)}"
         )
     return keras.Model(model.input, outputs["main"], name=model.name)
+
+
+def aux_head_v3_widths(width_multiplier: float, min_depth: int) -> dict[str, int]:
+    """The auxiliary head's widths after the width controls (TF-Slim `depth(128)`,
+    `depth(768)`)."""
+    return {
+        "conv1x1": scale_width(128, width_multiplier, min_depth),
+        "conv5x5": scale_width(768, width_multiplier, min_depth),
+    }

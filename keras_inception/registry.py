@@ -7,9 +7,13 @@ from collections.abc import Callable
 import keras
 
 from keras_inception.googlenet import build_googlenet
+from keras_inception.inception_v2 import build_inception_v2
+from keras_inception.inception_v3 import build_inception_v3
 
 _BUILDERS: dict[str, Callable[..., keras.Model]] = {
     "googlenet": build_googlenet,
+    "inception_v2": build_inception_v2,
+    "inception_v3": build_inception_v3,
 }
 
 

@@ -7,7 +7,8 @@ builders' width controls (`width_multiplier`, `min_depth`, `bottleneck_ratio`) t
 so that the final width of every convolution is known before a layer is built.
 
 Fields marked with `REDUCE` metadata are the 1x1 "reduce" convolutions in front of a
-larger convolution; `bottleneck_ratio` scales those and nothing else.
+larger convolution; `bottleneck_ratio` scales those and nothing else. Fields marked with
+`OPTION` metadata are not widths (e.g. a module's pooling kind) and are never scaled.
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ from types import MappingProxyType
 from typing import Any
 
 REDUCE = MappingProxyType({"reduce": True})
+OPTION = MappingProxyType({"option": True})
 SPECS_FORMAT = "keras_inception.specs/1"
 
 
 def _check_widths(spec: Any) -> None:
     for f in dataclasses.fields(spec):
+        if f.metadata.get("option"):
+            continue
         value = getattr(spec, f.name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(
@@ -84,8 +88,311 @@ class V1Module:
         return self.conv1x1 + self.conv3x3 + self.conv5x5 + self.pool_proj
 
 
+# --- InceptionV3 and the Inception-v2 of "Rethinking the Inception Architecture" ---------
+# Field names follow the branch they size; a field used by several convolutions of one
+# branch says so. Stems name their layers as TF-Slim does (Conv2d_1a_3x3 -> conv1a).
+
+
+@dataclasses.dataclass(frozen=True)
+class V3Stem:
+    """InceptionV3 stem: three 3x3 convolutions, a 1x1 and a 3x3 ("Rethinking", Table 1).
+
+    Args:
+        conv1a: int. 3x3/2 convolution (32).
+        conv2a: int. 3x3 convolution (32).
+        conv2b: int. 3x3 convolution, padded (64).
+        conv3b: int. 1x1 convolution after the first max pool (80). Not scaled by
+            `bottleneck_ratio`, which targets the Inception modules only.
+        conv4a: int. 3x3 convolution (192).
+    """
+
+    conv1a: int
+    conv2a: int
+    conv2b: int
+    conv3b: int
+    conv4a: int
+
+    def __post_init__(self) -> None:
+        _check_widths(self)
+
+    @property
+    def out_channels(self) -> int:
+        return self.conv4a
+
+
+@dataclasses.dataclass(frozen=True)
+class V2Stem:
+    """Inception-v2 ("Rethinking") stem: one unfactorized 7x7/2 convolution, 1x1, 3x3.
+
+    Args:
+        conv1a: int. 7x7/2 convolution (64), in place of V3's three 3x3 convolutions.
+        conv3b: int. 1x1 convolution after the first max pool (80).
+        conv4a: int. 3x3 convolution (192).
+    """
+
+    conv1a: int
+    conv3b: int
+    conv4a: int
+
+    def __post_init__(self) -> None:
+        _check_widths(self)
+
+    @property
+    def out_channels(self) -> int:
+        return self.conv4a
+
+
+@dataclasses.dataclass(frozen=True)
+class V3ModuleA:
+    """35x35 module ("Rethinking" Figure 5 as built in InceptionV3: mixed0-2 / Mixed_5b-d).
+
+    Branches: 1x1 | 1x1 -> 5x5 | 1x1 -> 3x3 -> 3x3 | 3x3 avg pool -> 1x1.
+
+    Args:
+        conv1x1: int. The 1x1 branch.
+        reduce5x5: int. 1x1 reduce in front of the 5x5 convolution.
+        conv5x5: int. The 5x5 convolution.
+        reduce3x3dbl: int. 1x1 reduce in front of the two stacked 3x3 convolutions.
+        conv3x3dbl: int. Each of the two stacked 3x3 convolutions.
+        pool_proj: int. 1x1 projection after the average pool.
+    """
+
+    conv1x1: int
+    reduce5x5: int = dataclasses.field(metadata=REDUCE)
+    conv5x5: int
+    reduce3x3dbl: int = dataclasses.field(metadata=REDUCE)
+    conv3x3dbl: int
+    pool_proj: int
+
+    def __post_init__(self) -> None:
+        _check_widths(self)
+
+    @property
+    def out_channels(self) -> int:
+        return self.conv1x1 + self.conv5x5 + self.conv3x3dbl + self.pool_proj
+
+
+@dataclasses.dataclass(frozen=True)
+class V3ReductionA:
+    """35x35 -> 17x17 grid reduction ("Rethinking" Figure 10: mixed3 / Mixed_6a).
+
+    Branches: 3x3/2 | 1x1 -> 3x3 -> 3x3/2 | 3x3/2 max pool (passes its input through).
+
+    Args:
+        conv3x3: int. The 3x3/2 convolution on the module input.
+        reduce3x3dbl: int. 1x1 reduce in front of the two stacked 3x3 convolutions.
+        conv3x3dbl: int. Each of the two stacked 3x3 convolutions (the second is /2).
+    """
+
+    conv3x3: int
+    reduce3x3dbl: int = dataclasses.field(metadata=REDUCE)
+    conv3x3dbl: int
+
+    def __post_init__(self) -> None:
+        _check_widths(self)
+
+    def output_channels(self, in_channels: int) -> int:
+        """Output width: the convolution branches plus the pooled input."""
+        return self.conv3x3 + self.conv3x3dbl + in_channels
+
+
+@dataclasses.dataclass(frozen=True)
+class V3ModuleB:
+    """17x17 module with factorized 7x7 convolutions ("Rethinking" Figure 6: mixed4-7).
+
+    Branches: 1x1 | 1x1 -> 1x7 -> 7x1 | 1x1 -> 7x1 -> 1x7 -> 7x1 -> 1x7 | avg pool -> 1x1.
+
+    Args:
+        conv1x1: int. The 1x1 branch.
+        channels_7x7: int. Width inside both factorized branches: their 1x1 reduce and
+            every 1x7/7x1 convolution but the last (128, 160, 160, 192 in InceptionV3).
+            Marked `REDUCE`, so `bottleneck_ratio` scales it.
+        conv7x7: int. The last convolution (7x1) of the single factorized 7x7 branch.
+        conv7x7dbl: int. The last convolution (1x7) of the double factorized branch.
+        pool_proj: int. 1x1 projection after the average pool.
+    """
+
+    conv1x1: int
+    channels_7x7: int = dataclasses.field(metadata=REDUCE)
+    conv7x7: int
+    conv7x7dbl: int
+    pool_proj: int
+
+    def __post_init__(self) -> None:
+        _check_widths(self)
+
+    @property
+    def out_channels(self) -> int:
+        return self.conv1x1 + self.conv7x7 + self.conv7x7dbl + self.pool_proj
+
+
+@dataclasses.dataclass(frozen=True)
+class V3ReductionB:
+    """17x17 -> 8x8 grid reduction (InceptionV3 mixed8 / Mixed_7a).
+
+    Branches: 1x1 -> 3x3/2 | 1x1 -> 1x7 -> 7x1 -> 3x3/2 | 3x3/2 max pool.
+
+    Args:
+        reduce3x3: int. 1x1 reduce in front of the 3x3/2 convolution.
+        conv3x3: int. The 3x3/2 convolution.
+        reduce7x7x3: int. Width of the 1x1, 1x7 and 7x1 convolutions of the second branch.
+        conv7x7x3: int. Its final 3x3/2 convolution.
+    """
+
+    reduce3x3: int = dataclasses.field(metadata=REDUCE)
+    conv3x3: int
+    reduce7x7x3: int = dataclasses.field(metadata=REDUCE)
+    conv7x7x3: int
+
+    def __post_init__(self) -> None:
+        _check_widths(self)
+
+    def output_channels(self, in_channels: int) -> int:
+        """Output width: the convolution branches plus the pooled input."""
+        return self.conv3x3 + self.conv7x7x3 + in_channels
+
+
+@dataclasses.dataclass(frozen=True)
+class V3ModuleC:
+    """8x8 module with expanded filter banks ("Rethinking" Figure 7: mixed9-10).
+
+    Branches: 1x1 | 1x1 -> (1x3, 3x1) | 1x1 -> 3x3 -> (1x3, 3x1) | avg pool -> 1x1, where
+    `(1x3, 3x1)` are two parallel convolutions whose outputs are concatenated.
+
+    Args:
+        conv1x1: int. The 1x1 branch.
+        reduce3x3: int. 1x1 reduce in front of the parallel 1x3 / 3x1 pair.
+        conv3x3: int. Each of the 1x3 and 3x1 convolutions (the branch gives twice this).
+        reduce3x3dbl: int. 1x1 reduce in front of the 3x3 convolution.
+        conv3x3dbl: int. The 3x3 convolution and each of the 1x3 / 3x1 after it.
+        pool_proj: int. 1x1 projection after the average pool.
+    """
+
+    conv1x1: int
+    reduce3x3: int = dataclasses.field(metadata=REDUCE)
+    conv3x3: int
+    reduce3x3dbl: int = dataclasses.field(metadata=REDUCE)
+    conv3x3dbl: int
+    pool_proj: int
+
+    def __post_init__(self) -> None:
+        _check_widths(self)
+
+    @property
+    def out_channels(self) -> int:
+        return self.conv1x1 + 2 * self.conv3x3 + 2 * self.conv3x3dbl + self.pool_proj
+
+
+# --- BN-Inception (Ioffe & Szegedy 2015), TF-Slim inception_v2 widths --------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class BNInceptionStem:
+    """BN-Inception stem: separable 7x7/2 convolution, 1x1, 3x3 (TF-Slim inception_v2).
+
+    Args:
+        conv1a: int. Output width of the separable 7x7/2 convolution (64).
+        conv2b: int. 1x1 convolution (64).
+        conv2c: int. 3x3 convolution (192).
+    """
+
+    conv1a: int
+    conv2b: int
+    conv2c: int
+
+    def __post_init__(self) -> None:
+        _check_widths(self)
+
+    @property
+    def depth_multiplier(self) -> int:
+        """Depthwise multiplier of the separable convolution: TF-Slim's
+        `min(int(conv1a / 3), 8)` (so that `3 * multiplier <= conv1a`), at least 1."""
+        return max(min(self.conv1a // 3, 8), 1)
+
+    @property
+    def out_channels(self) -> int:
+        return self.conv2c
+
+
+@dataclasses.dataclass(frozen=True)
+class BNModule:
+    """BN-Inception module: the 5x5 branch factorized into two 3x3 (Mixed_3b-c, 4b-e, 5b-c).
+
+    Branches: 1x1 | 1x1 -> 3x3 | 1x1 -> 3x3 -> 3x3 | 3x3 pool -> 1x1.
+
+    Args:
+        conv1x1: int. The 1x1 branch.
+        reduce3x3: int. 1x1 reduce in front of the 3x3 convolution.
+        conv3x3: int. The 3x3 convolution.
+        reduce3x3dbl: int. 1x1 reduce in front of the two stacked 3x3 convolutions.
+        conv3x3dbl: int. Each of the two stacked 3x3 convolutions.
+        pool_proj: int. 1x1 projection after the pool.
+        pool: str. "avg" or "max": the pool of the last branch (max only in Mixed_5c).
+            Not a width; never scaled.
+    """
+
+    conv1x1: int
+    reduce3x3: int = dataclasses.field(metadata=REDUCE)
+    conv3x3: int
+    reduce3x3dbl: int = dataclasses.field(metadata=REDUCE)
+    conv3x3dbl: int
+    pool_proj: int
+    pool: str = dataclasses.field(default="avg", metadata=OPTION)
+
+    def __post_init__(self) -> None:
+        _check_widths(self)
+        if self.pool not in ("avg", "max"):
+            raise ValueError(f"BNModule.pool must be 'avg' or 'max'; received {self.pool!r}")
+
+    @property
+    def out_channels(self) -> int:
+        return self.conv1x1 + self.conv3x3 + self.conv3x3dbl + self.pool_proj
+
+
+@dataclasses.dataclass(frozen=True)
+class BNReduction:
+    """BN-Inception grid reduction (Mixed_4a, Mixed_5a).
+
+    Branches: 1x1 -> 3x3/2 | 1x1 -> 3x3 -> 3x3/2 | 3x3/2 max pool.
+
+    Args:
+        reduce3x3: int. 1x1 reduce in front of the 3x3/2 convolution.
+        conv3x3: int. The 3x3/2 convolution.
+        reduce3x3dbl: int. 1x1 reduce in front of the two stacked 3x3 convolutions.
+        conv3x3dbl: int. Each of the two stacked 3x3 convolutions (the second is /2).
+    """
+
+    reduce3x3: int = dataclasses.field(metadata=REDUCE)
+    conv3x3: int
+    reduce3x3dbl: int = dataclasses.field(metadata=REDUCE)
+    conv3x3dbl: int
+
+    def __post_init__(self) -> None:
+        _check_widths(self)
+
+    def output_channels(self, in_channels: int) -> int:
+        """Output width: the convolution branches plus the pooled input."""
+        return self.conv3x3 + self.conv3x3dbl + in_channels
+
+
 # Every spec kind that may appear in a table, by class name (for save_specs/load_specs).
-SPEC_TYPES: dict[str, type] = {cls.__name__: cls for cls in (V1Stem, V1Module)}
+SPEC_TYPES: dict[str, type] = {
+    cls.__name__: cls
+    for cls in (
+        V1Stem,
+        V1Module,
+        V3Stem,
+        V2Stem,
+        V3ModuleA,
+        V3ReductionA,
+        V3ModuleB,
+        V3ReductionB,
+        V3ModuleC,
+        BNInceptionStem,
+        BNModule,
+        BNReduction,
+    )
+}
 
 
 def scale_width(width: int, factor: float, min_depth: int) -> int:
@@ -103,6 +410,8 @@ def scale_spec(spec: Any, *, width_multiplier: float, bottleneck_ratio: float, m
     """Returns `spec` with every width scaled; `REDUCE` fields also by `bottleneck_ratio`."""
     changes = {}
     for f in dataclasses.fields(spec):
+        if f.metadata.get("option"):
+            continue
         factor = width_multiplier * (bottleneck_ratio if f.metadata.get("reduce") else 1.0)
         changes[f.name] = scale_width(getattr(spec, f.name), factor, min_depth)
     return dataclasses.replace(spec, **changes)

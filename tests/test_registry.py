@@ -40,11 +40,27 @@ def test_builds_and_runs(name):
     assert not [layer for layer in model.layers if isinstance(layer, layers.Lambda)]
 
 
-@pytest.mark.parametrize("name", ki.list_models())
+# Extra configurations per model: GoogLeNet with and without batch norm (the V2/V3
+# builders always use batch norm and take no batch_norm argument).
+VARIANTS = {"googlenet": [{"batch_norm": False}, {"batch_norm": True}]}
+
+
+def _configs():
+    return [
+        pytest.param(name, extra, id=f"{name}-{'-'.join(f'{k}={v}' for k, v in extra.items())}")
+        for name in ki.list_models()
+        for extra in VARIANTS.get(name, [{}])
+    ]
+
+
+def test_every_model_is_covered():
+    assert {"googlenet", "inception_v2", "inception_v3"} <= set(ki.list_models())
+
+
+@pytest.mark.parametrize(("name", "extra"), _configs())
 @pytest.mark.parametrize("aux_logits", [False, True])
-@pytest.mark.parametrize("batch_norm", [False, True])
-def test_keras_round_trip_in_fresh_process(name, aux_logits, batch_norm, tmp_path):
-    model = ki.get_model(name, aux_logits=aux_logits, batch_norm=batch_norm, **SMALL)
+def test_keras_round_trip_in_fresh_process(name, extra, aux_logits, tmp_path):
+    model = ki.get_model(name, aux_logits=aux_logits, **extra, **SMALL)
     x = np.random.default_rng(1).normal(size=(2, 32, 32, 1)).astype("float32")
     expected = model.predict(x, verbose=0)
     path = tmp_path / "model.keras"
@@ -89,12 +105,13 @@ def test_package_imports_keras_only(path):
 
 @pytest.mark.parametrize("name", ki.list_models())
 def test_runs_on_jax_backend_without_tensorflow(name):
+    extra = VARIANTS.get(name, [{}])[0]
     script = textwrap.dedent(
         f"""
         import sys, numpy as np, keras
         import keras_inception as ki
         assert keras.backend.backend() == "jax"
-        model = ki.get_model({name!r}, aux_logits=True, batch_norm=False, **{SMALL!r})
+        model = ki.get_model({name!r}, aux_logits=True, **{extra!r}, **{SMALL!r})
         y = model.predict(np.zeros((1, 32, 32, 1), "float32"), verbose=0)
         assert y["main"].shape == (1, 5), y
         print("tensorflow" in sys.modules)
