@@ -30,6 +30,7 @@ import tensorflow as tf
 
 import keras_inception as ki
 from training import data as data_lib
+from training.evaluate import evaluate_model
 from training.losses import SparseCrossentropyWithSmoothing
 from training.plots import plot_curves
 from training.presets import get_preset, make_optimizer
@@ -273,34 +274,22 @@ def train_and_evaluate(
             "Lower --learning-rate, add --warmup-epochs, or check the data."
         )
 
-    with strategy.scope():
-        inference = ki.strip_aux_heads(model)
-        inference.compile(
-            loss=SparseCrossentropyWithSmoothing(0.0),
-            metrics=[
-                keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-                keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"),
-            ],
-            jit_compile=False,
-        )
-    start = time.perf_counter()
-    test = inference.evaluate(datasets.test, verbose=0, return_dict=True)
-    eval_seconds = time.perf_counter() - start
-
     model.save(os.path.join(workdir, "model.keras"))
+    inference = ki.strip_aux_heads(model)
     inference.save(os.path.join(workdir, "inference.keras"))
     export_dir = os.path.join(workdir, "export")
     if os.path.isdir(export_dir):
         shutil.rmtree(export_dir)
     inference.export(export_dir, verbose=False)
     plot_curves(os.path.join(workdir, "history.csv"), os.path.join(workdir, "curves.png"))
+    test = evaluate_model(inference, datasets.test)
 
     metrics = {
-        "top1": float(test["accuracy"]),
-        "top5": float(test["top5"]),
-        "loss": float(test["loss"]),
+        "top1": test["top1"],
+        "top5": test["top5"],
+        "loss": test["loss"],
         "train_images_per_sec": timer.images_per_sec(),
-        "eval_images_per_sec": datasets.num_test / eval_seconds,
+        "eval_images_per_sec": test["images_per_sec"],
         "epoch_times": timer.column("epoch"),
         "train_seconds": timer.column("train"),
         "epochs": config.epochs,
