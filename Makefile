@@ -31,8 +31,20 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# The main job, offline: GoogLeNet (small stem, 1/8 width) on Fashion-MNIST from Debian's
+# dataset-fashion-mnist, installed here when it is missing and apt is available.
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+DEMO_WORKDIR ?= runs/demo
+DEMO_FLAGS ?= --model googlenet --dataset fashion_mnist --stem small --width-multiplier 0.125 --min-depth 8 --epochs 2 --batch-size 128
+
 demo: install
-	$(BIN)/python -m keras_inception.analysis
+	@test -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz || { \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -q && apt-get install -y -q dataset-fashion-mnist; \
+	  else \
+	    echo "Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist', or pass a folder with the four idx files: make demo DEMO_FLAGS='... --data-dir DIR'"; \
+	  fi; }
+	$(BIN)/python -m training train $(DEMO_FLAGS) --workdir $(DEMO_WORKDIR)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
