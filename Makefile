@@ -17,8 +17,12 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# Two workers, one file each at a time (module fixtures run once): the suite is mostly
+# graph tracing and fresh processes, which overlap well on 2 cores.
+PYTEST_WORKERS ?= 2
+
 test: install
-	$(BIN)/python -m pytest -m "not large"
+	$(BIN)/python -m pytest -m "not large" -n $(PYTEST_WORKERS) --dist loadfile
 
 test-large: install
 	$(BIN)/python -m pytest -m large
