@@ -147,6 +147,92 @@ def _prepare_workdir(config: TrainConfig, workdir: str, overwrite: bool) -> dict
     return None
 
 
+def load_data(config: TrainConfig, strategy: tf.distribute.Strategy | None) -> data_lib.Datasets:
+    """The train/validation/test pipelines that `config` names."""
+    return data_lib.load_datasets(
+        data_lib.DataConfig(
+            dataset=config.dataset,
+            data_dir=config.data_dir,
+            image_size=config.image_size,
+            batch_size=config.batch_size,
+            train_limit=config.train_limit,
+            val_fraction=config.val_fraction,
+            seed=config.seed,
+            deterministic=config.deterministic,
+            augment=config.augment,
+        ),
+        strategy=strategy,
+    )
+
+
+def build_model(
+    config: TrainConfig, image_shape: tuple[int, int, int], num_classes: int, **overrides
+) -> keras.Model:
+    """The registered model for `config` and the data; `overrides` go to the builder.
+
+    The stem defaults to "small" for images of 64 px or less. Call it inside the
+    strategy's scope.
+    """
+    kwargs = dict(
+        input_shape=image_shape,
+        classes=num_classes,
+        aux_logits=config.aux,
+        stem=config.stem or ("small" if image_shape[0] <= 64 else "imagenet"),
+        width_multiplier=config.width_multiplier,
+        min_depth=config.min_depth,
+        bottleneck_ratio=config.bottleneck_ratio,
+    )
+    if config.dropout is not None:
+        kwargs["dropout"] = config.dropout
+    if config.sync_batch_norm:
+        kwargs["sync_batch_norm"] = True
+    kwargs.update(overrides)
+    return ki.get_model(config.model, **kwargs)
+
+
+def compile_model(
+    model: keras.Model,
+    config: TrainConfig,
+    *,
+    num_train: int,
+    learning_rate: float | None = None,
+    aux_loss_weight: float | None = None,
+) -> None:
+    """Per-output smoothed losses, auxiliary loss weights, top-1/top-5 on the main head.
+
+    `learning_rate` and `aux_loss_weight` override the config's (a tuner's choices).
+    Call it inside the strategy's scope.
+    """
+    preset = get_preset(config.preset)
+    output_names = data_lib.output_names_of(model)
+    label_smoothing = (
+        preset.label_smoothing if config.label_smoothing is None else config.label_smoothing
+    )
+    aux_loss_weight = config.aux_loss_weight if aux_loss_weight is None else aux_loss_weight
+    loss_weights = ki.default_loss_weights(model)
+    if aux_loss_weight is not None:
+        loss_weights = {k: 1.0 if k == "main" else aux_loss_weight for k in loss_weights}
+    loss = SparseCrossentropyWithSmoothing(label_smoothing)
+    metrics = [
+        keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+        keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"),
+    ]
+    model.compile(
+        optimizer=make_optimizer(
+            preset,
+            steps_per_epoch=math.ceil(num_train / config.batch_size),
+            epochs=config.epochs,
+            global_batch_size=config.batch_size,
+            learning_rate=learning_rate or config.learning_rate,
+            warmup_epochs=config.warmup_epochs,
+        ),
+        loss={k: loss for k in output_names} if output_names else loss,
+        loss_weights=loss_weights if output_names else None,
+        metrics={"main": metrics} if output_names else metrics,
+        jit_compile=False,  # XLA fails under MirroredStrategy on logical CPUs
+    )
+
+
 def train_and_evaluate(
     config: TrainConfig,
     workdir: str,
@@ -171,71 +257,16 @@ def train_and_evaluate(
         )
         return finished
 
-    preset = get_preset(config.preset)
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.config.set_dtype_policy(mixed_precision_policy() if config.mixed_precision else "float32")
 
-    datasets = data_lib.load_datasets(
-        data_lib.DataConfig(
-            dataset=config.dataset,
-            data_dir=config.data_dir,
-            image_size=config.image_size,
-            batch_size=config.batch_size,
-            train_limit=config.train_limit,
-            val_fraction=config.val_fraction,
-            seed=config.seed,
-            deterministic=config.deterministic,
-            augment=config.augment,
-        ),
-        strategy=strategy,
-    )
-    height = datasets.image_shape[0]
-    stem = config.stem or ("small" if height <= 64 else "imagenet")
-    label_smoothing = (
-        preset.label_smoothing if config.label_smoothing is None else config.label_smoothing
-    )
-    steps_per_epoch = math.ceil(datasets.num_train / config.batch_size)
-
+    datasets = load_data(config, strategy)
     with strategy.scope():
-        model_kwargs = dict(
-            input_shape=datasets.image_shape,
-            classes=datasets.num_classes,
-            aux_logits=config.aux,
-            stem=stem,
-            width_multiplier=config.width_multiplier,
-            min_depth=config.min_depth,
-            bottleneck_ratio=config.bottleneck_ratio,
-        )
-        if config.dropout is not None:
-            model_kwargs["dropout"] = config.dropout
-        if config.sync_batch_norm:
-            model_kwargs["sync_batch_norm"] = True
-        model = ki.get_model(config.model, **model_kwargs)
-        output_names = data_lib.output_names_of(model)
-        loss_weights = ki.default_loss_weights(model)
-        if config.aux_loss_weight is not None:
-            loss_weights = {k: 1.0 if k == "main" else config.aux_loss_weight for k in loss_weights}
-        loss = SparseCrossentropyWithSmoothing(label_smoothing)
-        metrics = [
-            keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-            keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"),
-        ]
-        model.compile(
-            optimizer=make_optimizer(
-                preset,
-                steps_per_epoch=steps_per_epoch,
-                epochs=config.epochs,
-                global_batch_size=config.batch_size,
-                learning_rate=config.learning_rate,
-                warmup_epochs=config.warmup_epochs,
-            ),
-            loss={k: loss for k in output_names} if output_names else loss,
-            loss_weights=loss_weights if output_names else None,
-            metrics={"main": metrics} if output_names else metrics,
-            jit_compile=False,  # XLA fails under MirroredStrategy on logical CPUs
-        )
+        model = build_model(config, datasets.image_shape, datasets.num_classes)
+        compile_model(model, config, num_train=datasets.num_train)
+    output_names = data_lib.output_names_of(model)
 
     train_ds = data_lib.with_targets(datasets.train, output_names)
     val_ds = data_lib.with_targets(datasets.validation, output_names)
