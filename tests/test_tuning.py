@@ -152,18 +152,20 @@ def read_trials(workdir):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.parametrize("tuner", ["random", "hyperband"])
 def test_budget_rejects_before_training_and_does_not_end_the_search(
-    fmnist_dir, tmp_path, monkeypatch
+    tuner, fmnist_dir, tmp_path, monkeypatch
 ):
     def no_training(*args, **kwargs):
         raise AssertionError("a model over budget was trained")
 
     monkeypatch.setattr(keras.Model, "fit", no_training)
-    config = TrainConfig(data_dir=fmnist_dir, epochs=1, image_size=16, aux=False, **SMALL)
+    config = TrainConfig(data_dir=fmnist_dir, epochs=3, image_size=16, aux=False, **SMALL)
     # 4 rejections in a row: more than KerasTuner's 3 consecutive failures.
-    out = tune(config, TuneConfig(tuner="random", max_trials=4, max_params=1000), str(tmp_path))
+    out = tune(config, TuneConfig(tuner=tuner, max_trials=4, max_params=1000), str(tmp_path))
     rows = read_trials(tmp_path)
-    assert [r["status"] for r in rows] == ["REJECTED"] * 4
+    # Hyperband ignores max_trials: its bracket for max_epochs 3 (factor 3) holds 5 trials.
+    assert [r["status"] for r in rows] == ["REJECTED"] * (4 if tuner == "random" else 5)
     assert all("max_params 1,000" in r["reason"] and int(r["params"]) > 1000 for r in rows)
     assert all(float(r["seconds"]) < 30 for r in rows)
     assert out["best"] is None and not (tmp_path / "best_specs.json").exists()
@@ -172,13 +174,13 @@ def test_budget_rejects_before_training_and_does_not_end_the_search(
     # The same search again on the same workdir: every trial is done, none runs again.
     infos = sorted(tmp_path.glob("search/trial_*/tuning.json"))
     stamps = [os.stat(p).st_mtime_ns for p in infos]
-    tune(config, TuneConfig(tuner="random", max_trials=4, max_params=1000), str(tmp_path))
+    tune(config, TuneConfig(tuner=tuner, max_trials=4, max_params=1000), str(tmp_path))
     assert read_trials(tmp_path) == rows
     assert [os.stat(p).st_mtime_ns for p in infos] == stamps
     with pytest.raises(
         ValueError, match=r"another configuration \(differs in \['tune.max_params'\]"
     ):
-        tune(config, TuneConfig(tuner="random", max_trials=4, max_params=2000), str(tmp_path))
+        tune(config, TuneConfig(tuner=tuner, max_trials=4, max_params=2000), str(tmp_path))
 
 
 def _run_python(script: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -242,3 +244,33 @@ def test_cli_tune_bad_flags(capsys, tmp_path):
         main(["tune", "--space", "everything", "--workdir", str(tmp_path)])
     assert exit_info.value.code == 2
     assert "invalid choice: 'everything'" in capsys.readouterr().err
+
+
+@pytest.mark.large
+def test_killed_search_resumes_without_retraining_finished_trials(
+    fmnist_dir, tmp_path, monkeypatch
+):
+    from training import tuning
+
+    fit = tuning.InceptionHyperModel.fit
+    kills = []
+
+    def killed_in_trial_1(self, hp, model, *args, **kwargs):
+        if self.record_dir.endswith("trial_1") and not kills:
+            kills.append(self.record_dir)
+            raise KeyboardInterrupt  # as a killed process: not caught by KerasTuner
+        return fit(self, hp, model, *args, **kwargs)
+
+    monkeypatch.setattr(tuning.InceptionHyperModel, "fit", killed_in_trial_1)
+    config = TrainConfig(data_dir=fmnist_dir, epochs=1, image_size=16, aux=False, **SMALL)
+    tune_config = TuneConfig(space="bottleneck_ratio", max_trials=2)
+    with pytest.raises(KeyboardInterrupt):
+        tune(config, tune_config, str(tmp_path), verbose=0)
+    first = tmp_path / "search" / "trial_0" / "tuning.json"
+    stamp = os.stat(first).st_mtime_ns
+    assert not (tmp_path / "search" / "trial_1" / "tuning.json").exists()
+
+    tune(config, tune_config, str(tmp_path), verbose=0)  # the same search again
+    rows = read_trials(tmp_path)
+    assert [r["status"] for r in rows] == ["COMPLETED", "COMPLETED"]
+    assert os.stat(first).st_mtime_ns == stamp  # trial 0 was not trained again

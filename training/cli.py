@@ -155,7 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="per_module",
         help="every module's reduce widths, or one global bottleneck ratio",
     )
-    tune.add_argument("--tuner", choices=["random", "bayesian", "hyperband"], default="bayesian")
+    tune.add_argument(
+        "--tuner",
+        choices=["random", "bayesian", "hyperband"],
+        default="random",
+        help="bayesian needs scikit-learn (keras-tuner[bayesian])",
+    )
     tune.add_argument(
         "--max-trials",
         type=_positive_int,

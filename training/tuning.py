@@ -68,7 +68,8 @@ class TuneConfig:
     Args:
         space: str. "per_module" (every 1x1 reduce width of every module) or
             "bottleneck_ratio" (one scale for all of them). Defaults to "per_module".
-        tuner: str. "random", "bayesian" or "hyperband". Defaults to "bayesian".
+        tuner: str. "random", "bayesian" (needs scikit-learn) or "hyperband". Defaults
+            to "random".
         max_trials: int. Trials to run, rejected ones included (not used by hyperband,
             whose budget is `TrainConfig.epochs` as `max_epochs`). Defaults to 10.
         max_params: int or None. Reject configurations with more parameters.
@@ -79,7 +80,7 @@ class TuneConfig:
     """
 
     space: str = "per_module"
-    tuner: str = "bayesian"
+    tuner: str = "random"
     max_trials: int = 10
     max_params: int | None = None
     max_macs: int | None = None
@@ -340,6 +341,13 @@ def make_tuner(
     if tune_config.tuner == "random":
         return RandomSearchTuner(max_trials=tune_config.max_trials, **common)
     if tune_config.tuner == "bayesian":
+        try:
+            import sklearn  # noqa: F401  (KerasTuner's Gaussian process)
+        except ImportError:
+            raise ValueError(
+                "--tuner bayesian needs scikit-learn (pip install 'keras-tuner[bayesian]'); "
+                "it is not installed. Use --tuner random or hyperband."
+            ) from None
         return BayesianTuner(max_trials=tune_config.max_trials, **common)
     return HyperbandTuner(max_epochs=hypermodel.config.epochs, factor=3, **common)
 
