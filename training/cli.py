@@ -1,4 +1,4 @@
-"""`python -m training {train,evaluate,export}`: parses flags and calls the library.
+"""`python -m training {train,evaluate,export,tune}`: parses flags and calls the library.
 
 Bad flags or paths end in a one-line error and exit status 2, not a traceback.
 """
@@ -6,6 +6,7 @@ Bad flags or paths end in a one-line error and exit status 2, not a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -141,6 +142,42 @@ def build_parser() -> argparse.ArgumentParser:
         "--crops", choices=["single", "ten", "both"], default="both", help="crop protocol"
     )
 
+    tune = commands.add_parser(
+        "tune",
+        help="search the 1x1 reduce widths under a params / multiply-adds budget",
+        description="KerasTuner search over bottleneck widths; writes trials.csv, pareto.png "
+        "and best_specs.json. Rerun the same command on the same workdir to resume.",
+    )
+    _add_train_flags(tune)
+    tune.add_argument(
+        "--space",
+        choices=["per_module", "bottleneck_ratio"],
+        default="per_module",
+        help="every module's reduce widths, or one global bottleneck ratio",
+    )
+    tune.add_argument(
+        "--tuner",
+        choices=["random", "bayesian", "hyperband"],
+        default="random",
+        help="bayesian needs scikit-learn (keras-tuner[bayesian])",
+    )
+    tune.add_argument(
+        "--max-trials",
+        type=_positive_int,
+        default=10,
+        help="trials, rejected ones included (hyperband: unused, --epochs is max_epochs)",
+    )
+    tune.add_argument("--max-params", type=_positive_int, help="reject larger models")
+    tune.add_argument(
+        "--max-macs", type=_positive_int, help="reject models with more multiply-adds per image"
+    )
+    tune.add_argument(
+        "--search-learning-rate", action="store_true", help="also search the learning rate"
+    )
+    tune.add_argument(
+        "--search-aux-weight", action="store_true", help="also search the aux loss weight"
+    )
+
     export = commands.add_parser("export", help="write a SavedModel of the inference model")
     export.add_argument("model_path", help="a .keras file or a training workdir")
     export.add_argument("--output", required=True, help="SavedModel directory")
@@ -159,6 +196,19 @@ def main(argv: list[str] | None = None) -> int:
             overwrite = options.pop("overwrite")
             options.pop("command")
             train_and_evaluate(TrainConfig(**options), workdir, overwrite=overwrite)
+        elif args.command == "tune":
+            from training.train import TrainConfig
+            from training.tuning import TuneConfig, tune
+
+            options = vars(args).copy()
+            workdir = options.pop("workdir")
+            options.pop("command")
+            if options.pop("overwrite"):
+                raise ValueError("tune resumes its workdir; --overwrite is not supported")
+            tune_options = {
+                name: options.pop(name) for name in [f.name for f in dataclasses.fields(TuneConfig)]
+            }
+            tune(TrainConfig(**options), TuneConfig(**tune_options), workdir)
         elif args.command == "evaluate":
             from training.evaluate import CROPS, evaluate_saved_model
 

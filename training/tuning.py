@@ -1,0 +1,553 @@
+"""`tune(config, tune_config, workdir)`: KerasTuner search over bottleneck widths.
+
+The question it answers: how narrow can the 1x1 reduce convolutions be before accuracy
+drops, and what is the best accuracy at a given parameter or multiply-add budget?
+
+`InceptionHyperModel` composes the registered builders (it never copies them): it turns
+hyperparameters into a width table and passes it as `specs=`. Every default is the
+paper's width, so `InceptionHyperModel(...).build(kt.HyperParameters())` is the model
+that `train` builds from the same config. The workdir gets:
+
+    tune_config.json   the search's configuration (a rerun must match it)
+    search/            KerasTuner's project: oracle state, one folder per trial
+    trials.csv         one row per trial: status, params, multiply-adds, accuracy, widths
+    pareto.png         validation accuracy against multiply-adds, Pareto front marked
+    best_specs.json    the best trial's final width table (`keras_inception.load_specs`)
+
+A configuration over the `max_params` / `max_macs` budget is rejected after it is built
+and before any training: its trial is marked FAILED with the reason (KerasTuner's
+`FailedTrialError`, no retries). Rejected trials count toward `max_trials`, as every
+KerasTuner trial does, but never end the search: only three consecutive trials that fail
+for another reason do (KerasTuner's default rule, applied to real failures only).
+Rerunning the same search on the same workdir resumes it: finished trials are kept, and a
+trial killed mid-way resumes from its last finished epoch (per-trial `BackupAndRestore`).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import keras
+import keras_tuner as kt
+
+import keras_inception as ki
+from keras_inception.analysis import macs as count_macs
+from keras_inception.heads import AUX_LOSS_WEIGHTS
+from keras_inception.specs import scale_table
+from training import data as data_lib
+from training.presets import get_preset
+from training.strategy import make_strategy
+from training.train import TrainConfig, build_model, compile_model, load_data
+
+SPACES = ("per_module", "bottleneck_ratio")
+TUNERS = ("random", "bayesian", "hyperband")
+# Per-module choices, as fractions of the paper's width (the paper's width is always one).
+WIDTH_FRACTIONS = (0.125, 0.25, 0.5, 0.75, 1.0)
+# Consecutive trials failing for a reason other than the budget that end the search.
+MAX_CONSECUTIVE_FAILURES = 3
+INFO_FILE = "tuning.json"
+
+DEFAULT_TABLES: Mapping[str, Mapping[str, Any]] = {
+    "googlenet": ki.GOOGLENET_SPECS,
+    "inception_v2": ki.INCEPTION_V2_SPECS,
+    "inception_v3": ki.INCEPTION_V3_SPECS,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneConfig:
+    """What the search varies and how (written to `tune_config.json` with the TrainConfig).
+
+    Args:
+        space: str. "per_module" (every 1x1 reduce width of every module) or
+            "bottleneck_ratio" (one scale for all of them). Defaults to "per_module".
+        tuner: str. "random", "bayesian" (needs scikit-learn) or "hyperband". Defaults
+            to "random".
+        max_trials: int. Trials to run, rejected ones included (not used by hyperband,
+            whose budget is `TrainConfig.epochs` as `max_epochs`). Defaults to 10.
+        max_params: int or None. Reject configurations with more parameters.
+        max_macs: int or None. Reject configurations with more multiply-adds per image.
+        search_learning_rate: bool. Also search the learning rate (log scale, 1/10 to 10
+            times the run's). Defaults to False.
+        search_aux_weight: bool. Also search the auxiliary loss weight. Defaults to False.
+    """
+
+    space: str = "per_module"
+    tuner: str = "random"
+    max_trials: int = 10
+    max_params: int | None = None
+    max_macs: int | None = None
+    search_learning_rate: bool = False
+    search_aux_weight: bool = False
+
+    def __post_init__(self):
+        if self.space not in SPACES:
+            raise ValueError(f"space must be one of {list(SPACES)}; received {self.space!r}")
+        if self.tuner not in TUNERS:
+            raise ValueError(f"tuner must be one of {list(TUNERS)}; received {self.tuner!r}")
+        for label in ("max_trials", "max_params", "max_macs"):
+            value = getattr(self, label)
+            if value is None and label != "max_trials":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{label} must be a positive integer; received {value!r}")
+
+
+def objective_name(model: keras.Model) -> str:
+    """`val_main_accuracy` for a model with auxiliary heads, else `val_accuracy`."""
+    return "val_main_accuracy" if data_lib.output_names_of(model) else "val_accuracy"
+
+
+def reduce_fields(table: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """`(module, field)` of every 1x1 reduce width (`REDUCE` metadata), in table order."""
+    return [
+        (key, f.name)
+        for key, spec in table.items()
+        for f in dataclasses.fields(spec)
+        if f.metadata.get("reduce")
+    ]
+
+
+def width_choices(width: int) -> list[int]:
+    """The per-module search values for a paper width: fractions of it, the width itself."""
+    return sorted({max(1, round(width * fraction)) for fraction in WIDTH_FRACTIONS})
+
+
+class InceptionHyperModel(kt.HyperModel):
+    """A registered Inception model whose 1x1 reduce widths are hyperparameters.
+
+    Hyperparameters (every default is the paper's value, so `build(kt.HyperParameters())`
+    is the config's model with the paper's table):
+        space "per_module": `f"{module}_{field}"` for every reduce width, e.g.
+            `3a_reduce3x3`, `3a_reduce5x5` (GoogLeNet), `6b_channels_7x7`, `5b_reduce5x5`
+            (InceptionV3); a choice among `width_choices(paper width)`. The config's
+            `bottleneck_ratio`, `width_multiplier` and `min_depth` then apply as in `train`.
+        space "bottleneck_ratio": `bottleneck_ratio`, 0.125 to 1.0 in steps of 0.125.
+        `learning_rate` (with `search_learning_rate`) and `aux_loss_weight` (with
+        `search_aux_weight`, models with auxiliary heads only).
+
+    `fit` rejects a model over the budget before training (`kt.errors.FailedTrialError`)
+    and, when `record_dir` is set (the tuner sets it per trial), writes the trial's
+    params, multiply-adds, seconds and any rejection reason to `record_dir/tuning.json`.
+
+    Args:
+        config: TrainConfig. The model, width controls and optimizer of every trial.
+        tune_config: TuneConfig. The space and the budget.
+        image_shape: tuple. The data's `(height, width, channels)`.
+        num_classes: int. The data's classes.
+        num_train: int. Training examples (for the learning-rate schedule).
+
+    Example:
+    >>> hm = InceptionHyperModel(TrainConfig(aux=False), TuneConfig(), (28, 28, 1), 10, 100)
+    >>> hp = kt.HyperParameters()
+    >>> _ = hp.Fixed("3a_reduce3x3", 48)
+    >>> hm.table(hp)["3a"].reduce3x3
+    48
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        tune_config: TuneConfig,
+        image_shape: tuple[int, int, int],
+        num_classes: int,
+        num_train: int,
+    ):
+        super().__init__(name=f"{config.model}_{tune_config.space}")
+        if config.model not in DEFAULT_TABLES:
+            raise ValueError(
+                f"no width table to tune for model {config.model!r}; "
+                f"tunable models: {sorted(DEFAULT_TABLES)}"
+            )
+        self.config = config
+        self.tune_config = tune_config
+        self.image_shape = tuple(image_shape)
+        self.num_classes = num_classes
+        self.num_train = num_train
+        self.default_table = DEFAULT_TABLES[config.model]
+        self.record_dir: str | None = None
+
+    # --- hyperparameters -----------------------------------------------------------------
+
+    def table(self, hp: kt.HyperParameters) -> dict[str, Any]:
+        """The width table (before the width controls) for `hp`; declares its widths."""
+        if self.tune_config.space != "per_module":
+            return dict(self.default_table)
+        changes: dict[str, dict[str, int]] = {}
+        for key, field in reduce_fields(self.default_table):
+            width = getattr(self.default_table[key], field)
+            value = hp.Choice(f"{key}_{field}", width_choices(width), default=width)
+            changes.setdefault(key, {})[field] = int(value)
+        return {
+            key: dataclasses.replace(spec, **changes.get(key, {}))
+            for key, spec in self.default_table.items()
+        }
+
+    def bottleneck_ratio(self, hp: kt.HyperParameters) -> float:
+        if self.tune_config.space != "bottleneck_ratio":
+            return self.config.bottleneck_ratio
+        return hp.Float("bottleneck_ratio", 0.125, 1.0, step=0.125, default=1.0)
+
+    def default_learning_rate(self) -> float:
+        """The learning rate `train` uses for the config (the preset's, batch-scaled)."""
+        if self.config.learning_rate:
+            return self.config.learning_rate
+        preset = get_preset(self.config.preset)
+        return preset.learning_rate * self.config.batch_size / preset.reference_batch
+
+    def final_table(self, hp: kt.HyperParameters) -> dict[str, Any]:
+        """The final width of every conv for `hp`: what `best_specs.json` holds."""
+        return scale_table(
+            self.table(hp),
+            width_multiplier=self.config.width_multiplier,
+            bottleneck_ratio=self.bottleneck_ratio(hp),
+            min_depth=self.config.min_depth,
+        )
+
+    def declare_hyperparameters(self, hp: kt.HyperParameters) -> None:
+        self.table(hp)
+        self.bottleneck_ratio(hp)
+        self._training_values(hp)
+
+    def _training_values(self, hp: kt.HyperParameters) -> tuple[float | None, float | None]:
+        learning_rate = aux_loss_weight = None
+        if self.tune_config.search_learning_rate:
+            default = self.default_learning_rate()
+            learning_rate = hp.Float(
+                "learning_rate", default / 10, default * 10, sampling="log", default=default
+            )
+        if self.tune_config.search_aux_weight and self.config.aux:
+            default = self.config.aux_loss_weight
+            if default is None:  # the model's own weight: 0.3 (GoogLeNet), 0.4 (V2/V3)
+                default = AUX_LOSS_WEIGHTS["aux1" if self.config.model == "googlenet" else "aux"]
+            aux_loss_weight = hp.Float("aux_loss_weight", 0.0, 1.0, default=default)
+        return learning_rate, aux_loss_weight
+
+    # --- build and fit ---------------------------------------------------------------------
+
+    def build(self, hp: kt.HyperParameters) -> keras.Model:
+        model = build_model(
+            self.config,
+            self.image_shape,
+            self.num_classes,
+            specs=self.table(hp),
+            bottleneck_ratio=self.bottleneck_ratio(hp),
+        )
+        learning_rate, aux_loss_weight = self._training_values(hp)
+        compile_model(
+            model,
+            self.config,
+            num_train=self.num_train,
+            learning_rate=learning_rate,
+            aux_loss_weight=aux_loss_weight,
+        )
+        return model
+
+    def over_budget(self, params: int, macs: int) -> str | None:
+        """Why a model of `params` and `macs` is rejected, or None within the budget."""
+        budget = self.tune_config
+        if budget.max_params is not None and params > budget.max_params:
+            return f"over budget: {params:,} parameters > max_params {budget.max_params:,}"
+        if budget.max_macs is not None and macs > budget.max_macs:
+            return f"over budget: {macs:,} multiply-adds > max_macs {budget.max_macs:,}"
+        return None
+
+    def fit(self, hp: kt.HyperParameters, model: keras.Model, *args, **kwargs):
+        start = time.perf_counter()
+        info = {"params": model.count_params(), "macs": count_macs(model)}
+        info["reason"] = self.over_budget(info["params"], info["macs"])
+        if info["reason"]:
+            self._record(info, start)
+            raise kt.errors.FailedTrialError(info["reason"])
+        callbacks = list(kwargs.pop("callbacks", None) or [])
+        if self.record_dir:
+            # Per-trial backups: a killed trial resumes at its last finished epoch.
+            backup = os.path.join(self.record_dir, "backup")
+            callbacks.append(keras.callbacks.BackupAndRestore(backup))
+        history = model.fit(*args, callbacks=callbacks, **kwargs)
+        self._record(info, start)
+        return history
+
+    def _record(self, info: dict, start: float) -> None:
+        if self.record_dir:
+            os.makedirs(self.record_dir, exist_ok=True)
+            info = {**info, "seconds": round(time.perf_counter() - start, 3)}
+            _write_json(os.path.join(self.record_dir, INFO_FILE), info)
+
+
+# --- tuners --------------------------------------------------------------------------------
+
+
+class _BudgetAwareTuner:
+    """Mixin for KerasTuner tuners: per-trial records; only real failures end the search."""
+
+    def run_trial(self, trial, *args, **kwargs):
+        self.hypermodel.record_dir = self.get_trial_dir(trial.trial_id)
+        return super().run_trial(trial, *args, **kwargs)
+
+    def on_trial_end(self, trial):
+        info = _read_info(self.get_trial_dir(trial.trial_id))
+        rejected = bool(info and info.get("reason"))
+        failed = trial.status != kt.engine.trial.TrialStatus.COMPLETED and not rejected
+        super().on_trial_end(trial)
+        self._real_failures = getattr(self, "_real_failures", 0) + 1 if failed else 0
+        if self._real_failures >= MAX_CONSECUTIVE_FAILURES:
+            raise RuntimeError(
+                f"the search stopped: {self._real_failures} consecutive trials failed. "
+                f"The last one:\n{trial.message or ''}"
+            )
+
+
+class RandomSearchTuner(_BudgetAwareTuner, kt.RandomSearch):
+    pass
+
+
+class BayesianTuner(_BudgetAwareTuner, kt.BayesianOptimization):
+    pass
+
+
+class HyperbandTuner(_BudgetAwareTuner, kt.Hyperband):
+    pass
+
+
+def make_tuner(
+    hypermodel: InceptionHyperModel,
+    objective: str,
+    workdir: str,
+    *,
+    strategy=None,
+    seed: int = 0,
+) -> kt.Tuner:
+    """The TuneConfig's tuner over `hypermodel`, its project in `workdir/search` (resumed)."""
+    tune_config = hypermodel.tune_config
+    common = dict(
+        hypermodel=hypermodel,
+        objective=kt.Objective(objective, "max"),
+        directory=workdir,
+        project_name="search",
+        overwrite=False,
+        seed=seed,
+        distribution_strategy=strategy,
+        # Budget rejections are FAILED trials; `_BudgetAwareTuner` counts real failures.
+        max_consecutive_failed_trials=1_000_000_000,
+    )
+    if tune_config.tuner == "random":
+        return RandomSearchTuner(max_trials=tune_config.max_trials, **common)
+    if tune_config.tuner == "bayesian":
+        try:
+            import sklearn  # noqa: F401  (KerasTuner's Gaussian process)
+        except ImportError:
+            raise ValueError(
+                "--tuner bayesian needs scikit-learn (pip install 'keras-tuner[bayesian]'); "
+                "it is not installed. Use --tuner random or hyperband."
+            ) from None
+        return BayesianTuner(max_trials=tune_config.max_trials, **common)
+    return HyperbandTuner(max_epochs=hypermodel.config.epochs, factor=3, **common)
+
+
+# --- results -------------------------------------------------------------------------------
+
+
+def _write_json(path: str, data: Any) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+
+
+def _read_info(trial_dir: str) -> dict | None:
+    path = os.path.join(trial_dir, INFO_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def trial_rows(tuner: kt.Tuner, hypermodel: InceptionHyperModel) -> list[dict]:
+    """One dict per trial: id, status, params, macs, objective, seconds, reason, widths."""
+    objective = tuner.oracle.objective.name
+    names = [hp.name for hp in tuner.oracle.hyperparameters.space]
+    rows = []
+    for trial_id in sorted(tuner.oracle.trials):
+        trial = tuner.oracle.trials[trial_id]
+        info = _read_info(tuner.get_trial_dir(trial_id)) or {}
+        value = None
+        if trial.status == "COMPLETED" and trial.metrics.exists(objective):
+            value = trial.metrics.get_best_value(objective)
+        status = "REJECTED" if info.get("reason") else trial.status
+        row = {
+            "trial_id": trial_id,
+            "status": status,
+            "params": info.get("params"),
+            "macs": info.get("macs"),
+            objective: value,
+            "seconds": info.get("seconds"),
+            "reason": info.get("reason") or "",
+        }
+        row.update({name: trial.hyperparameters.values.get(name) for name in names})
+        rows.append(row)
+    return rows
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points `(cost, accuracy)` no other point beats on both (cheaper or
+    equal cost with higher accuracy), sorted by cost."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -math.inf
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def plot_pareto(rows: list[dict], objective: str, default_macs: int, path: str) -> None:
+    """Validation accuracy against multiply-adds; the Pareto front and the paper default."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in rows if r[objective] is not None]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if done:
+        points = [(r["macs"], r[objective]) for r in done]
+        ax.scatter([p[0] for p in points], [p[1] for p in points], label="trials", alpha=0.6)
+        front = pareto_front(points)
+        ax.plot(
+            [points[i][0] for i in front],
+            [points[i][1] for i in front],
+            "r-o",
+            label="Pareto front",
+        )
+        defaults = [r for r in done if r["macs"] == default_macs and r.get("is_default")]
+        for r in defaults:
+            ax.scatter([r["macs"]], [r[objective]], marker="*", s=250, c="k", zorder=3)
+    ax.axvline(default_macs, color="k", linestyle="--", label="paper widths")
+    ax.set_xlabel("multiply-adds per image")
+    ax.set_ylabel(objective)
+    ax.set_title("bottleneck-width search")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def format_table(rows: list[dict], objective: str, width_names: list[str]) -> str:
+    """The printed summary: one line per trial, Pareto-front trials starred."""
+    done = [r for r in rows if r[objective] is not None]
+    front = {done[i]["trial_id"] for i in pareto_front([(r["macs"], r[objective]) for r in done])}
+    header = f"{'trial':>6} {'status':>9} {'params':>11} {'macs':>14} {objective:>18} {'s':>7}"
+    lines = [header + ("  widths" if width_names else "")]
+    for r in rows:
+        value = "" if r[objective] is None else f"{r[objective]:.4f}"
+        if r["trial_id"] in front:
+            value = "* " + value
+        params = "" if r["params"] is None else f"{r['params']:,}"
+        macs = "" if r["macs"] is None else f"{r['macs']:,}"
+        seconds = "" if r["seconds"] is None else f"{r['seconds']:.1f}"
+        widths = " ".join(str(r[name]) for name in width_names)
+        lines.append(
+            f"{r['trial_id']:>6} {r['status']:>9} {params:>11} {macs:>14} {value:>18} "
+            f"{seconds:>7}  {widths}"
+        )
+    lines.append("* on the Pareto front (no cheaper trial is as accurate)")
+    return "\n".join(lines)
+
+
+def _prepare_workdir(config: TrainConfig, tune_config: TuneConfig, workdir: str) -> None:
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, "tune_config.json")
+    current = {"train": dataclasses.asdict(config), "tune": dataclasses.asdict(tune_config)}
+    current = json.loads(json.dumps(current))
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            previous = json.load(f)
+        if previous != current:
+            changed = sorted(
+                f"{part}.{k}"
+                for part in current
+                for k in current[part]
+                if previous.get(part, {}).get(k) != current[part][k]
+            )
+            raise ValueError(
+                f"workdir {workdir!r} holds a search with another configuration (differs "
+                f"in {changed}); use another --workdir"
+            )
+    _write_json(path, current)
+
+
+def tune(
+    config: TrainConfig, tune_config: TuneConfig, workdir: str, *, verbose: int | str = 1
+) -> dict:
+    """Runs (or resumes) the search and writes trials.csv, pareto.png, best_specs.json.
+
+    Returns `{"rows": [...], "best": row or None, "objective": name}`.
+    """
+    strategy = make_strategy(config.replicas)  # before any TF op
+    _prepare_workdir(config, tune_config, workdir)
+    keras.utils.set_random_seed(config.seed)
+
+    datasets = load_data(config, strategy)
+    hypermodel = InceptionHyperModel(
+        config, tune_config, datasets.image_shape, datasets.num_classes, datasets.num_train
+    )
+    with strategy.scope():
+        default_model = hypermodel.build(kt.HyperParameters())
+    objective = objective_name(default_model)
+    default_params, default_macs = default_model.count_params(), count_macs(default_model)
+    output_names = data_lib.output_names_of(default_model)
+    del default_model
+    keras.backend.clear_session()
+
+    tuner = make_tuner(hypermodel, objective, workdir, strategy=strategy, seed=config.seed)
+    tuner.search(
+        data_lib.with_targets(datasets.train, output_names),
+        validation_data=data_lib.with_targets(datasets.validation, output_names),
+        epochs=config.epochs,
+        shuffle=False,  # the pipeline shuffles
+        verbose=verbose,
+    )
+
+    rows = trial_rows(tuner, hypermodel)
+    defaults = {
+        hp.name: hp.default
+        for hp in tuner.oracle.hyperparameters.space
+        if not hp.name.startswith("tuner/")
+    }
+    for row in rows:
+        row["is_default"] = all(row.get(k) == v for k, v in defaults.items())
+    width_names = [name for name in defaults if name not in ("learning_rate", "aux_loss_weight")]
+    fields = list(rows[0]) if rows else ["trial_id", "status", "params", "macs", objective]
+    with open(os.path.join(workdir, "trials.csv"), "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    plot_pareto(rows, objective, default_macs, os.path.join(workdir, "pareto.png"))
+
+    done = [r for r in rows if r[objective] is not None]
+    best = max(done, key=lambda r: r[objective]) if done else None
+    if best is not None:
+        hp = tuner.oracle.trials[best["trial_id"]].hyperparameters
+        ki.save_specs(hypermodel.final_table(hp), os.path.join(workdir, "best_specs.json"))
+    print(format_table(rows, objective, width_names))
+    print(
+        f"Paper widths: {default_params:,} parameters, {default_macs:,} multiply-adds. "
+        + (
+            f"Best: trial {best['trial_id']}, {objective} {best[objective]:.4f}, "
+            f"{best['params']:,} parameters, {best['macs']:,} multiply-adds."
+            if best
+            else "No trial completed."
+        )
+        + f"\nWorkdir {workdir}: trials.csv, pareto.png"
+        + (", best_specs.json" if best else "")
+        + ", search/ (KerasTuner project)."
+    )
+    return {"rows": rows, "best": best, "objective": objective}
