@@ -152,7 +152,7 @@ def read_trials(workdir):
         return list(csv.DictReader(f))
 
 
-@pytest.mark.parametrize("tuner", ["random", "hyperband"])
+@pytest.mark.parametrize("tuner", ["random", "bayesian", "hyperband"])
 def test_budget_rejects_before_training_and_does_not_end_the_search(
     tuner, fmnist_dir, tmp_path, monkeypatch
 ):
@@ -165,7 +165,7 @@ def test_budget_rejects_before_training_and_does_not_end_the_search(
     out = tune(config, TuneConfig(tuner=tuner, max_trials=4, max_params=1000), str(tmp_path))
     rows = read_trials(tmp_path)
     # Hyperband ignores max_trials: its bracket for max_epochs 3 (factor 3) holds 5 trials.
-    assert [r["status"] for r in rows] == ["REJECTED"] * (4 if tuner == "random" else 5)
+    assert [r["status"] for r in rows] == ["REJECTED"] * (5 if tuner == "hyperband" else 4)
     assert all("max_params 1,000" in r["reason"] and int(r["params"]) > 1000 for r in rows)
     assert all(float(r["seconds"]) < 30 for r in rows)
     assert out["best"] is None and not (tmp_path / "best_specs.json").exists()

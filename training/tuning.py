@@ -68,7 +68,7 @@ class TuneConfig:
     Args:
         space: str. "per_module" (every 1x1 reduce width of every module) or
             "bottleneck_ratio" (one scale for all of them). Defaults to "per_module".
-        tuner: str. "random", "bayesian" (needs scikit-learn) or "hyperband". Defaults
+        tuner: str. "random", "bayesian" or "hyperband". Defaults
             to "random".
         max_trials: int. Trials to run, rejected ones included (not used by hyperband,
             whose budget is `TrainConfig.epochs` as `max_epochs`). Defaults to 10.
@@ -341,13 +341,6 @@ def make_tuner(
     if tune_config.tuner == "random":
         return RandomSearchTuner(max_trials=tune_config.max_trials, **common)
     if tune_config.tuner == "bayesian":
-        try:
-            import sklearn  # noqa: F401  (KerasTuner's Gaussian process)
-        except ImportError:
-            raise ValueError(
-                "--tuner bayesian needs scikit-learn (pip install 'keras-tuner[bayesian]'); "
-                "it is not installed. Use --tuner random or hyperband."
-            ) from None
         return BayesianTuner(max_trials=tune_config.max_trials, **common)
     return HyperbandTuner(max_epochs=hypermodel.config.epochs, factor=3, **common)
 
