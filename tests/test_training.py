@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from training import presets
+from training.cli import build_parser
 from training.cli import main as cli_main
 from training.losses import SparseCrossentropyWithSmoothing
 from training.train import TrainConfig, train_and_evaluate
@@ -327,3 +328,17 @@ def test_cli_bad_flags_exit_with_usage(capsys):
         cli_main(["train", "--epochs", "0", "--workdir", "w"])
     assert info.value.code == 2
     assert "expected a positive integer; received '0'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "export", "tune"])
+def test_cli_help_documents_every_flag(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli_main([command, "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    parser = build_parser()._subparsers._group_actions[0].choices[command]
+    for action in parser._actions:
+        for flag in action.option_strings:
+            assert flag in text
+        if action.option_strings and action.option_strings[0] != "--help":
+            assert action.help, f"{command} {action.option_strings[0]} has no help text"

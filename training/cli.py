@@ -65,7 +65,12 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
         choices=["imagenet", "small"],
         help="model stem (default: small for images <= 64 px, else imagenet)",
     )
-    parser.add_argument("--width-multiplier", type=_positive_float, default=1.0)
+    parser.add_argument(
+        "--width-multiplier",
+        type=_positive_float,
+        default=1.0,
+        help="scale every conv width: max(int(w * m), --min-depth) (default 1.0)",
+    )
     parser.add_argument(
         "--min-depth", type=_positive_int, default=16, help="smallest conv width (default 16)"
     )
@@ -87,7 +92,8 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
         "--preset",
         default="default",
         choices=sorted(PRESETS),
-        help="; ".join(f"{p.name}: {p.description}" for p in PRESETS.values()),
+        # argparse expands %-formats in help texts: "-4%" must be written "-4%%"
+        help="; ".join(f"{p.name}: {p.description}" for p in PRESETS.values()).replace("%", "%%"),
     )
     parser.add_argument("--learning-rate", type=_positive_float, help="override the preset's")
     parser.add_argument("--warmup-epochs", type=float, help="override the preset's warmup")
@@ -106,7 +112,9 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sync-batch-norm", action="store_true", help="synchronized BN across replicas"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of weights, data order and augmentation"
+    )
     parser.add_argument(
         "--deterministic", action="store_true", help="deterministic ops and data order"
     )
@@ -135,9 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="evaluate a saved model: single-crop and 10-crop"
     )
     evaluate.add_argument("model_path", help="a .keras file or a training workdir")
-    evaluate.add_argument("--dataset", default="fashion_mnist")
-    evaluate.add_argument("--data-dir")
-    evaluate.add_argument("--batch-size", type=_positive_int, default=128)
+    evaluate.add_argument(
+        "--dataset", default="fashion_mnist", help="a TFDS name, fashion_mnist or imagefolder"
+    )
+    evaluate.add_argument("--data-dir", help="TFDS data_dir, idx-file folder or image root")
+    evaluate.add_argument("--batch-size", type=_positive_int, default=128, help="batch size")
     evaluate.add_argument(
         "--crops", choices=["single", "ten", "both"], default="both", help="crop protocol"
     )
