@@ -25,20 +25,23 @@ OPTION = MappingProxyType({"option": True})
 SPECS_FORMAT = "keras_inception.specs/1"
 
 
-def _check_widths(spec: Any) -> None:
-    for f in dataclasses.fields(spec):
-        if f.metadata.get("option"):
-            continue
-        value = getattr(spec, f.name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(
-                f"{type(spec).__name__}.{f.name} must be a positive integer width; "
-                f"received {value!r}"
-            )
+class WidthSpec:
+    """Base of every spec dataclass: each field not marked OPTION is a positive int width."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if f.metadata.get("option"):
+                continue
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"{type(self).__name__}.{f.name} must be a positive integer width; "
+                    f"received {value!r}"
+                )
 
 
 @dataclasses.dataclass(frozen=True)
-class V1Stem:
+class V1Stem(WidthSpec):
     """GoogLeNet stem widths (paper Table 1, rows conv1 and conv2).
 
     Args:
@@ -52,16 +55,13 @@ class V1Stem:
     reduce: int
     conv2: int
 
-    def __post_init__(self) -> None:
-        _check_widths(self)
-
     @property
     def out_channels(self) -> int:
         return self.conv2
 
 
 @dataclasses.dataclass(frozen=True)
-class V1Module:
+class V1Module(WidthSpec):
     """One Inception (v1) module: four parallel branches concatenated.
 
     Args:
@@ -80,9 +80,6 @@ class V1Module:
     conv5x5: int
     pool_proj: int
 
-    def __post_init__(self) -> None:
-        _check_widths(self)
-
     @property
     def out_channels(self) -> int:
         return self.conv1x1 + self.conv3x3 + self.conv5x5 + self.pool_proj
@@ -94,7 +91,7 @@ class V1Module:
 
 
 @dataclasses.dataclass(frozen=True)
-class V3Stem:
+class V3Stem(WidthSpec):
     """InceptionV3 stem: three 3x3 convolutions, a 1x1 and a 3x3 ("Rethinking", Table 1).
 
     Args:
@@ -112,16 +109,13 @@ class V3Stem:
     conv3b: int
     conv4a: int
 
-    def __post_init__(self) -> None:
-        _check_widths(self)
-
     @property
     def out_channels(self) -> int:
         return self.conv4a
 
 
 @dataclasses.dataclass(frozen=True)
-class V2Stem:
+class V2Stem(WidthSpec):
     """Inception-v2 ("Rethinking") stem: one unfactorized 7x7/2 convolution, 1x1, 3x3.
 
     Args:
@@ -134,16 +128,13 @@ class V2Stem:
     conv3b: int
     conv4a: int
 
-    def __post_init__(self) -> None:
-        _check_widths(self)
-
     @property
     def out_channels(self) -> int:
         return self.conv4a
 
 
 @dataclasses.dataclass(frozen=True)
-class V3ModuleA:
+class V3ModuleA(WidthSpec):
     """35x35 module ("Rethinking" Figure 5 as built in InceptionV3: mixed0-2 / Mixed_5b-d).
 
     Branches: 1x1 | 1x1 -> 5x5 | 1x1 -> 3x3 -> 3x3 | 3x3 avg pool -> 1x1.
@@ -164,16 +155,13 @@ class V3ModuleA:
     conv3x3dbl: int
     pool_proj: int
 
-    def __post_init__(self) -> None:
-        _check_widths(self)
-
     @property
     def out_channels(self) -> int:
         return self.conv1x1 + self.conv5x5 + self.conv3x3dbl + self.pool_proj
 
 
 @dataclasses.dataclass(frozen=True)
-class V3ReductionA:
+class V3ReductionA(WidthSpec):
     """35x35 -> 17x17 grid reduction ("Rethinking" Figure 10: mixed3 / Mixed_6a).
 
     Branches: 3x3/2 | 1x1 -> 3x3 -> 3x3/2 | 3x3/2 max pool (passes its input through).
@@ -188,16 +176,13 @@ class V3ReductionA:
     reduce3x3dbl: int = dataclasses.field(metadata=REDUCE)
     conv3x3dbl: int
 
-    def __post_init__(self) -> None:
-        _check_widths(self)
-
     def output_channels(self, in_channels: int) -> int:
         """Output width: the convolution branches plus the pooled input."""
         return self.conv3x3 + self.conv3x3dbl + in_channels
 
 
 @dataclasses.dataclass(frozen=True)
-class V3ModuleB:
+class V3ModuleB(WidthSpec):
     """17x17 module with factorized 7x7 convolutions ("Rethinking" Figure 6: mixed4-7).
 
     Branches: 1x1 | 1x1 -> 1x7 -> 7x1 | 1x1 -> 7x1 -> 1x7 -> 7x1 -> 1x7 | avg pool -> 1x1.
@@ -218,16 +203,13 @@ class V3ModuleB:
     conv7x7dbl: int
     pool_proj: int
 
-    def __post_init__(self) -> None:
-        _check_widths(self)
-
     @property
     def out_channels(self) -> int:
         return self.conv1x1 + self.conv7x7 + self.conv7x7dbl + self.pool_proj
 
 
 @dataclasses.dataclass(frozen=True)
-class V3ReductionB:
+class V3ReductionB(WidthSpec):
     """17x17 -> 8x8 grid reduction (InceptionV3 mixed8 / Mixed_7a).
 
     Branches: 1x1 -> 3x3/2 | 1x1 -> 1x7 -> 7x1 -> 3x3/2 | 3x3/2 max pool.
@@ -244,16 +226,13 @@ class V3ReductionB:
     reduce7x7x3: int = dataclasses.field(metadata=REDUCE)
     conv7x7x3: int
 
-    def __post_init__(self) -> None:
-        _check_widths(self)
-
     def output_channels(self, in_channels: int) -> int:
         """Output width: the convolution branches plus the pooled input."""
         return self.conv3x3 + self.conv7x7x3 + in_channels
 
 
 @dataclasses.dataclass(frozen=True)
-class V3ModuleC:
+class V3ModuleC(WidthSpec):
     """8x8 module with expanded filter banks ("Rethinking" Figure 7: mixed9-10).
 
     Branches: 1x1 | 1x1 -> (1x3, 3x1) | 1x1 -> 3x3 -> (1x3, 3x1) | avg pool -> 1x1, where
@@ -275,9 +254,6 @@ class V3ModuleC:
     conv3x3dbl: int
     pool_proj: int
 
-    def __post_init__(self) -> None:
-        _check_widths(self)
-
     @property
     def out_channels(self) -> int:
         return self.conv1x1 + 2 * self.conv3x3 + 2 * self.conv3x3dbl + self.pool_proj
@@ -287,7 +263,7 @@ class V3ModuleC:
 
 
 @dataclasses.dataclass(frozen=True)
-class BNInceptionStem:
+class BNInceptionStem(WidthSpec):
     """BN-Inception stem: separable 7x7/2 convolution, 1x1, 3x3 (TF-Slim inception_v2).
 
     Args:
@@ -299,9 +275,6 @@ class BNInceptionStem:
     conv1a: int
     conv2b: int
     conv2c: int
-
-    def __post_init__(self) -> None:
-        _check_widths(self)
 
     @property
     def depth_multiplier(self) -> int:
@@ -315,7 +288,7 @@ class BNInceptionStem:
 
 
 @dataclasses.dataclass(frozen=True)
-class BNModule:
+class BNModule(WidthSpec):
     """BN-Inception module: the 5x5 branch factorized into two 3x3 (Mixed_3b-c, 4b-e, 5b-c).
 
     Branches: 1x1 | 1x1 -> 3x3 | 1x1 -> 3x3 -> 3x3 | 3x3 pool -> 1x1.
@@ -340,7 +313,7 @@ class BNModule:
     pool: str = dataclasses.field(default="avg", metadata=OPTION)
 
     def __post_init__(self) -> None:
-        _check_widths(self)
+        super().__post_init__()
         if self.pool not in ("avg", "max"):
             raise ValueError(f"BNModule.pool must be 'avg' or 'max'; received {self.pool!r}")
 
@@ -350,7 +323,7 @@ class BNModule:
 
 
 @dataclasses.dataclass(frozen=True)
-class BNReduction:
+class BNReduction(WidthSpec):
     """BN-Inception grid reduction (Mixed_4a, Mixed_5a).
 
     Branches: 1x1 -> 3x3/2 | 1x1 -> 3x3 -> 3x3/2 | 3x3/2 max pool.
@@ -366,9 +339,6 @@ class BNReduction:
     conv3x3: int
     reduce3x3dbl: int = dataclasses.field(metadata=REDUCE)
     conv3x3dbl: int
-
-    def __post_init__(self) -> None:
-        _check_widths(self)
 
     def output_channels(self, in_channels: int) -> int:
         """Output width: the convolution branches plus the pooled input."""
