@@ -1,6 +1,8 @@
-"""Smoke tests of the benchmark scripts: tiny sizes, one or two steps; the tables' columns.
+"""Tests of the benchmark scripts: the helpers, and each script's table at tiny sizes.
 
-These check that the scripts run and report what they claim, not any speed.
+They check that the scripts run and report what they claim, not any speed. A script's
+`main` traces two or more Keras training graphs (30-80 s on 2 shared cores), so those
+runs are `large`; the helpers they are built from are tested in the fast suite.
 """
 
 import pytest
@@ -21,6 +23,7 @@ def test_matmul_rate_is_positive():
     assert common.MatmulRate(n=64, repeats=1).measure() > 0
 
 
+@pytest.mark.large
 def test_models_table(capsys):
     rows = models.main(
         ["--models", "googlenet_aux", "--width", "0.125", "--googlenet-size", "64",
@@ -53,6 +56,7 @@ def test_decode_and_crop_equals_decode_then_crop(tmp_path):
         assert (fused == separate).all()
 
 
+@pytest.mark.large
 def test_pipeline_table(capsys):
     rows = pipeline.main(
         ["--images", "8", "--batch-size", "2", "--batches", "1", "--steps", "1",
@@ -66,6 +70,7 @@ def test_pipeline_table(capsys):
         assert row["pipeline img/s"] > 0 and row["ratio"] > 0
 
 
+@pytest.mark.large
 def test_precision_table(capsys):
     rows = precision.main(
         ["--generated", "--width", "0.125", "--train-limit", "64", "--test-limit", "32",
@@ -78,3 +83,27 @@ def test_precision_table(capsys):
     assert set(precision.COLUMNS) <= set(rows[0])
     assert rows[0]["ratio to float32"] == 1.0 and rows[0]["Δ accuracy"] == 0.0
     assert all(0.0 <= r["test accuracy"] <= 1.0 for r in rows)
+
+
+def test_positive_int_names_the_value():
+    assert common.positive_int("3") == 3
+    with pytest.raises(ValueError, match="'0'"):
+        common.positive_int("0")
+
+
+def test_batch_timer_skips_first_batches():
+    timer = precision.BatchTimer(batch_size=4, skip=2)
+    timer.on_epoch_begin(0)
+    timer.times = [0.0, 10.0, 11.0, 12.0, 13.0]  # the first two batches were slow (tracing)
+    timer.on_epoch_end(0)
+    assert timer.rates == [pytest.approx(2 * 4 / 2.0)]
+
+
+def test_generated_precision_data_shapes():
+    args = precision.parse_args(["--generated", "--train-limit", "40", "--test-limit", "8",
+                                 "--batch-size", "16"])  # fmt: skip
+    data, source = precision.load(args)
+    assert source == "generated" and data.image_shape == (28, 28, 1)
+    x, y = next(iter(data.train))
+    assert x.shape == (16, 28, 28, 1) and float(x.numpy().min()) >= -1.0
+    assert int(y.numpy().min()) >= 0 and int(y.numpy().max()) < 10
