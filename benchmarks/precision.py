@@ -130,7 +130,12 @@ def run(args: argparse.Namespace) -> list[dict]:
         for model, timer in runs.values():
             timer.skip = args.skip if epoch == 0 else 0
             model.fit(
-                data.train, initial_epoch=epoch, epochs=epoch + 1, callbacks=[timer], verbose=0
+                data.train,
+                initial_epoch=epoch,
+                epochs=epoch + 1,
+                callbacks=[timer],
+                shuffle=False,  # the pipeline shuffles
+                verbose=0,
             )
 
     base_rates = runs["float32"][1].rates if "float32" in runs else None
