@@ -81,8 +81,8 @@ def test_precision_table(capsys):
     assert [r["policy"] for r in rows] == ["float32", "mixed_bfloat16"]
     assert all(r["data"] == "generated" for r in rows)
     assert set(precision.COLUMNS) <= set(rows[0])
-    assert rows[0]["ratio to float32"] == 1.0 and rows[0]["Δ accuracy"] == 0.0
-    assert all(0.0 <= r["test accuracy"] <= 1.0 for r in rows)
+    assert rows[0]["ratio to float32"] == 1.0 and rows[0]["Δ test accuracy"] == 0.0
+    assert all(0.0 <= r["test accuracy"] <= 1.0 and 0.0 <= r["train accuracy"] <= 1.0 for r in rows)
 
 
 def test_positive_int_names_the_value():
