@@ -153,10 +153,17 @@ def run(args: argparse.Namespace) -> list[dict]:
     by_name = {b.name: b for b in benches}
     rows = []
     for bench in benches:
-        base = by_name.get(BASELINE_OF[bench.name], bench)
-        # Ratios per round (same round, adjacent in time), then the median.
-        train_ratio = common.median([a / b for a, b in zip(bench.train, base.train, strict=True)])
-        infer_ratio = common.median([a / b for a, b in zip(bench.infer, base.infer, strict=True)])
+        base = by_name.get(BASELINE_OF[bench.name])
+        # Ratios per round (same round, adjacent in time), then the median. No baseline
+        # (keras_inception_v3 has no --width): no ratio.
+        train_ratio = infer_ratio = float("nan")
+        if base is not None:
+            train_ratio = common.median(
+                [a / b for a, b in zip(bench.train, base.train, strict=True)]
+            )
+            infer_ratio = common.median(
+                [a / b for a, b in zip(bench.infer, base.infer, strict=True)]
+            )
         train_rate, infer_rate = common.median(bench.train), common.median(bench.infer)
         train_gflops = train_rate * 6 * bench.macs / 1e9
         infer_gflops = infer_rate * 2 * bench.macs / 1e9
@@ -171,7 +178,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                 "train ratio": train_ratio,
                 "infer img/s": infer_rate,
                 "infer ratio": infer_ratio,
-                "baseline": base.name,
+                "baseline": base.name if base is not None else "-",
                 "train GFLOP/s": train_gflops,
                 "train % matmul": 100 * train_gflops / matmul_gflops,
                 "infer % matmul": 100 * infer_gflops / matmul_gflops,
