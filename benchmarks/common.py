@@ -1,0 +1,145 @@
+"""Helpers shared by the benchmark scripts: machine line, timing, matmul rate, tables.
+
+Every figure a script prints is meant to be read as a ratio against a baseline measured
+in the same process, interleaved with it (A B A B ...): the machines these run on are
+shared and noisy, so an absolute time alone means little.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+FLOP_CONVENTION = (
+    "FLOPs: a multiply-add is 2 FLOPs; training = 3 x forward (backward ~ 2 x forward), "
+    "so training FLOPs/image = 6 x forward multiply-adds; conv and dense only."
+)
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (platform.processor() elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def machine_description() -> str:
+    """One line: CPU model, usable cores, TF/Keras/Python versions, GPUs if any."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    gpus = tf.config.list_physical_devices("GPU")
+    gpu = "none"
+    if gpus:
+        names = []
+        for device in gpus:
+            details = tf.config.experimental.get_device_details(device)
+            names.append(details.get("device_name", device.name))
+        gpu = ", ".join(names)
+    return (
+        f"machine: {cpu_model()}, {cores} cores; GPU: {gpu}; TensorFlow {tf.__version__}, "
+        f"Keras {keras.__version__}, Python {platform.python_version()}"
+    )
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def rate(fn: Callable[[], object], steps: int, items_per_step: int) -> float:
+    """Items per second of `steps` calls of `fn` (its result is synced before the clock stops)."""
+    start = time.perf_counter()
+    result = None
+    for _ in range(steps):
+        result = fn()
+    _sync(result)
+    return steps * items_per_step / (time.perf_counter() - start)
+
+
+def _sync(result) -> None:
+    """Forces pending device work: reads one value of the (nested) result back."""
+    for leaf in tf.nest.flatten(result):
+        if hasattr(leaf, "numpy"):
+            leaf.numpy()
+            return
+
+
+class MatmulRate:
+    """This machine's fp32 `tf.linalg.matmul` rate (GFLOP/s) on `n` x `n` matrices."""
+
+    def __init__(self, n: int = 2048, repeats: int = 4, dtype: str = "float32"):
+        if n < 1 or repeats < 1:
+            raise ValueError(f"matmul size and repeats must be positive; received {n}, {repeats}")
+        self.n, self.repeats = n, repeats
+        self.a = tf.random.normal([n, n], dtype=dtype)
+        # Scaled so that repeated products keep values O(1) (no overflow, no denormals).
+        self.b = tf.random.normal([n, n], dtype=dtype) / n**0.5
+
+        @tf.function
+        def run(a, b):
+            c = a
+            for _ in range(repeats):
+                c = tf.linalg.matmul(c, b)  # each product needs the last: none is merged
+            return c
+
+        self._run = run
+        self.measure()  # trace and warm up
+
+    def measure(self) -> float:
+        """One timed measurement, in GFLOP/s."""
+        start = time.perf_counter()
+        self._run(self.a, self.b).numpy()
+        seconds = time.perf_counter() - start
+        return 2.0 * self.n**3 * self.repeats / seconds / 1e9
+
+
+def format_table(rows: list[dict], columns: Sequence[str] | None = None) -> str:
+    """A Markdown table of `rows` (floats printed with 3 significant digits or 1 decimal)."""
+    columns = list(columns or (rows[0].keys() if rows else []))
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            if value != value:  # NaN
+                return "-"
+            if abs(value) >= 100:
+                return f"{value:,.0f}"
+            if abs(value) >= 10:
+                return f"{value:.1f}"
+            return f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}"
+        if isinstance(value, int) and not isinstance(value, bool):
+            return f"{value:,}"
+        return str(value)
+
+    body = [[cell(row.get(col, "")) for col in columns] for row in rows]
+    widths = [max([len(col)] + [len(line[i]) for line in body]) for i, col in enumerate(columns)]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)) + " |"]
+    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for line in body:
+        lines.append(
+            "| " + " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) + " |"
+        )
+    return "\n".join(lines)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1, with a message naming the value."""
+    try:
+        value = int(text)
+    except ValueError as e:
+        raise ValueError(f"expected a positive integer; received {text!r}") from e
+    if value < 1:
+        raise ValueError(f"expected a positive integer; received {text!r}")
+    return value

@@ -1,0 +1,226 @@
+"""Training and inference throughput of the models, against same-run baselines.
+
+For each model: training images/s and inference images/s at one batch size and input
+size, parameters, forward multiply-adds, the achieved training GFLOP/s, and that as a
+fraction of this machine's fp32 matmul rate measured in the same run. Baselines, timed
+interleaved with the models (round 1: A B C D, round 2: A B C D, ...; medians reported):
+
+* `keras.applications.InceptionV3(weights=None)` for our InceptionV3 (same topology; ours
+  built with `aux_logits=False, dropout=0.0`, so the two graphs match layer for layer);
+* GoogLeNet without auxiliary heads for GoogLeNet with them (the cost of the aux heads).
+
+All models are compiled alike: SGD with momentum, sparse categorical cross-entropy,
+`jit_compile=False`, softmax outputs, random weights, one fixed random batch.
+
+Example:
+
+```
+python -m benchmarks.models --batch-size 16 --rounds 3 --steps 2
+```
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import keras_inception as ki
+from benchmarks import common
+
+MODELS = ("inception_v3", "keras_inception_v3", "googlenet", "googlenet_aux", "inception_v2")
+DEFAULT_MODELS = ("inception_v3", "keras_inception_v3", "googlenet", "googlenet_aux")
+# model -> the baseline its ratios are against.
+BASELINE_OF = {
+    "inception_v3": "keras_inception_v3",
+    "keras_inception_v3": "keras_inception_v3",
+    "googlenet": "googlenet",
+    "googlenet_aux": "googlenet",
+    "inception_v2": "keras_inception_v3",
+}
+COLUMNS = (
+    "model",
+    "input",
+    "batch",
+    "params",
+    "GMACs",
+    "train img/s",
+    "train ratio",
+    "infer img/s",
+    "infer ratio",
+    "baseline",
+    "train GFLOP/s",
+    "train % matmul",
+    "infer % matmul",
+)
+
+
+@dataclasses.dataclass
+class Bench:
+    """One model under test: its compiled Keras model, a fixed batch, timings per round."""
+
+    name: str
+    size: int
+    model: keras.Model
+    x: tf.Tensor
+    y: object
+    macs: int
+    train: list[float] = dataclasses.field(default_factory=list)
+    infer: list[float] = dataclasses.field(default_factory=list)
+
+
+def build(name: str, size: int, classes: int, width: float = 1.0) -> keras.Model:
+    """The model `name` of `MODELS` at `size` x `size` x 3 with softmax outputs."""
+    shape = (size, size, 3)
+    if name == "keras_inception_v3":
+        if width != 1.0:
+            raise ValueError(f"keras_inception_v3 has no width multiplier; received {width}")
+        return keras.applications.InceptionV3(weights=None, input_shape=shape, classes=classes)
+    common_kw = dict(input_shape=shape, classes=classes, width_multiplier=width)
+    if name == "inception_v3":
+        return ki.build_inception_v3(aux_logits=False, dropout=0.0, **common_kw)
+    if name == "inception_v2":
+        return ki.build_inception_v2(aux_logits=False, **common_kw)
+    if name in ("googlenet", "googlenet_aux"):
+        return ki.build_googlenet(aux_logits=name == "googlenet_aux", **common_kw)
+    raise ValueError(f"unknown benchmark model {name!r}; choose from {list(MODELS)}")
+
+
+def prepare(name: str, size: int, batch: int, classes: int, width: float, seed: int) -> Bench:
+    model = build(name, size, classes, width)
+    loss = keras.losses.SparseCategoricalCrossentropy()
+    outputs = model.output
+    names = list(outputs) if isinstance(outputs, dict) else None
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+        loss={k: loss for k in names} if names else loss,
+        loss_weights=ki.default_loss_weights(model) if names else None,
+        jit_compile=False,
+    )
+    rng = np.random.default_rng(seed)
+    x = tf.constant(rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32))
+    labels = tf.constant(rng.integers(0, classes, batch).astype(np.int32))
+    y = {k: labels for k in names} if names else labels
+    return Bench(name, size, model, x, y, ki.analysis.macs(model))
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    """Measures every model of `args.models`; returns the table rows (see `COLUMNS`)."""
+    keras.utils.set_random_seed(args.seed)
+    names = list(dict.fromkeys(args.models))
+    for name in names:
+        if name not in MODELS:
+            raise ValueError(f"unknown benchmark model {name!r}; choose from {list(MODELS)}")
+    # Each model's baseline is measured in the same run, even when not asked for.
+    for name in list(names):
+        if BASELINE_OF[name] not in names:
+            names.append(BASELINE_OF[name])
+    size_of = {n: args.googlenet_size if n.startswith("googlenet") else args.v3_size for n in names}
+    if args.width != 1.0:
+        names = [n for n in names if n != "keras_inception_v3"]
+    benches = [
+        prepare(n, size_of[n], args.batch_size, args.classes, args.width, args.seed) for n in names
+    ]
+    matmul = common.MatmulRate(args.matmul_size)
+    for bench in benches:  # trace and warm up
+        for _ in range(args.warmup):
+            bench.model.train_on_batch(bench.x, bench.y)
+            bench.model.predict_on_batch(bench.x)
+
+    matmul_rates = []
+    for _ in range(args.rounds):
+        matmul_rates.append(matmul.measure())
+        for bench in benches:
+            bench.train.append(
+                common.rate(
+                    lambda b=bench: b.model.train_on_batch(b.x, b.y, return_dict=True),
+                    args.steps,
+                    args.batch_size,
+                )
+            )
+            bench.infer.append(
+                common.rate(
+                    lambda b=bench: b.model.predict_on_batch(b.x), args.steps, args.batch_size
+                )
+            )
+    matmul_gflops = common.median(matmul_rates)
+
+    by_name = {b.name: b for b in benches}
+    rows = []
+    for bench in benches:
+        base = by_name.get(BASELINE_OF[bench.name])
+        # Ratios per round (same round, adjacent in time), then the median. No baseline
+        # (keras_inception_v3 has no --width): no ratio.
+        train_ratio = infer_ratio = float("nan")
+        if base is not None:
+            train_ratio = common.median(
+                [a / b for a, b in zip(bench.train, base.train, strict=True)]
+            )
+            infer_ratio = common.median(
+                [a / b for a, b in zip(bench.infer, base.infer, strict=True)]
+            )
+        train_rate, infer_rate = common.median(bench.train), common.median(bench.infer)
+        train_gflops = train_rate * 6 * bench.macs / 1e9
+        infer_gflops = infer_rate * 2 * bench.macs / 1e9
+        rows.append(
+            {
+                "model": bench.name,
+                "input": f"{bench.size}x{bench.size}",
+                "batch": args.batch_size,
+                "params": bench.model.count_params(),
+                "GMACs": bench.macs / 1e9,
+                "train img/s": train_rate,
+                "train ratio": train_ratio,
+                "infer img/s": infer_rate,
+                "infer ratio": infer_ratio,
+                "baseline": base.name if base is not None else "-",
+                "train GFLOP/s": train_gflops,
+                "train % matmul": 100 * train_gflops / matmul_gflops,
+                "infer % matmul": 100 * infer_gflops / matmul_gflops,
+            }
+        )
+    rows.append({"model": f"fp32 matmul {args.matmul_size}^2", "train GFLOP/s": matmul_gflops})
+    return rows
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.models",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=MODELS)
+    parser.add_argument("--batch-size", type=common.positive_int, default=16)
+    parser.add_argument("--v3-size", type=common.positive_int, default=299, help="V3/V2 input")
+    parser.add_argument("--googlenet-size", type=common.positive_int, default=224)
+    parser.add_argument("--classes", type=common.positive_int, default=1000)
+    parser.add_argument("--width", type=float, default=1.0, help="width multiplier (ours)")
+    parser.add_argument("--warmup", type=common.positive_int, default=1, help="untimed steps")
+    parser.add_argument("--rounds", type=common.positive_int, default=3, help="A B A B rounds")
+    parser.add_argument("--steps", type=common.positive_int, default=2, help="steps per round")
+    parser.add_argument("--matmul-size", type=common.positive_int, default=2048)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict]:
+    """Parses `argv`, runs, prints the machine line and the table; returns the rows."""
+    args = parse_args(argv)
+    print(common.machine_description())
+    rows = run(args)
+    print(
+        f"batch {args.batch_size}; {args.rounds} rounds x {args.steps} steps after "
+        f"{args.warmup} warm-up; medians; ratios are per round against the baseline column."
+    )
+    print(common.FLOP_CONVENTION)
+    print(common.format_table(rows, COLUMNS))
+    return rows
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,215 @@
+"""float32 against mixed precision: training images/s and accuracy after a short schedule.
+
+On CPU: `float32` against `mixed_bfloat16`; with a GPU, `mixed_float16` too. Each policy
+trains the same model from the same seed on the same data with the project's own
+`training.train.build_model` / `compile_model` (preset "default": AdamW, cosine decay,
+warmup, label smoothing 0.1); the epochs of the policies alternate (fp32 epoch 1, bf16
+epoch 1, fp32 epoch 2, ...), so machine load drifts hit both alike. Images/s is the
+median over epochs of the timed batches (the first epoch's first batches, which trace the
+graph, are left out); accuracy is top-1 on the last epoch's training batches (training
+mode, as `fit` reports it) and on the test split after the last epoch (inference mode: it
+needs enough steps for batch norm's moving averages, momentum 0.99, to forget their
+initial values, hence many small batches rather than a few large ones).
+
+Data: Fashion-MNIST (offline idx files, see `training.data`), or, when absent, generated
+learnable 28x28 images (a class template plus noise).
+
+Example:
+
+```
+python -m benchmarks.precision --epochs 4 --train-limit 2048 --batch-size 32
+```
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from benchmarks import common
+from training import data as data_lib
+from training import train as train_lib
+
+COLUMNS = (
+    "policy",
+    "data",
+    "train img/s",
+    "ratio to float32",
+    "train accuracy",
+    "test accuracy",
+    "Δ test accuracy",
+)
+
+
+class BatchTimer(keras.callbacks.Callback):
+    """Times each epoch's batches after the first `skip`: images/s per epoch."""
+
+    def __init__(self, batch_size: int, skip: int):
+        super().__init__()
+        self.batch_size, self.skip = batch_size, skip
+        self.rates: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.times = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.times.append(time.perf_counter())
+
+    def on_epoch_end(self, epoch, logs=None):
+        times = self.times[self.skip :]
+        if len(times) >= 2:
+            self.rates.append((len(times) - 1) * self.batch_size / (times[-1] - times[0]))
+
+
+def policies() -> list[str]:
+    """float32 and mixed_bfloat16; plus mixed_float16 when a GPU is visible."""
+    result = ["float32", "mixed_bfloat16"]
+    if tf.config.list_physical_devices("GPU"):
+        result.append("mixed_float16")
+    return result
+
+
+def generated_data(args: argparse.Namespace) -> data_lib.Datasets:
+    """Learnable stand-in for Fashion-MNIST: 10 random 28x28 templates plus noise."""
+    rng = np.random.default_rng(args.seed)
+    templates = rng.uniform(-1, 1, (10, 28, 28, 1)).astype(np.float32)
+
+    def make(n: int, seed: int) -> tf.data.Dataset:
+        r = np.random.default_rng(seed)
+        labels = r.integers(0, 10, n).astype(np.int32)
+        x = templates[labels] + r.normal(0, 1.0, (n, 28, 28, 1)).astype(np.float32)
+        return tf.data.Dataset.from_tensor_slices((np.clip(x, -1, 1), labels)).batch(
+            args.batch_size
+        )
+
+    train = make(args.train_limit, args.seed + 1).shuffle(64, seed=args.seed)
+    test = make(args.test_limit, args.seed + 2)
+    return data_lib.Datasets(
+        train, test, test, 10, [str(i) for i in range(10)], (28, 28, 1), args.train_limit,
+        args.test_limit, args.test_limit, data_lib.SkipReport(),
+    )  # fmt: skip
+
+
+def load(args: argparse.Namespace) -> tuple[data_lib.Datasets, str]:
+    config = data_lib.DataConfig(
+        "fashion_mnist",
+        batch_size=args.batch_size,
+        train_limit=args.train_limit,
+        seed=args.seed,
+        deterministic=True,
+    )
+    try:
+        if args.generated:
+            raise FileNotFoundError("--generated")
+        return data_lib.load_datasets(config), "fashion_mnist"
+    except FileNotFoundError:
+        return generated_data(args), "generated"
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    """Trains one model per policy, epochs interleaved; returns the table rows."""
+    data, source = load(args)
+    test = data.test.take(max(1, args.test_limit // args.batch_size))
+    config = train_lib.TrainConfig(
+        model=args.model,
+        dataset="fashion_mnist",
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        stem="small",
+        width_multiplier=args.width,
+        min_depth=8,
+        aux=False,
+        seed=args.seed,
+    )
+    runs = {}
+    for policy in args.policies:
+        keras.config.set_dtype_policy(policy)
+        try:
+            keras.utils.set_random_seed(args.seed)
+            model = train_lib.build_model(config, data.image_shape, data.num_classes)
+            train_lib.compile_model(model, config, num_train=data.num_train)
+        finally:
+            keras.config.set_dtype_policy("float32")
+        runs[policy] = (model, BatchTimer(args.batch_size, skip=0))
+    train_accuracy = {}
+    for epoch in range(args.epochs):
+        for policy, (model, timer) in runs.items():
+            timer.skip = args.skip if epoch == 0 else 0
+            history = model.fit(
+                data.train,
+                initial_epoch=epoch,
+                epochs=epoch + 1,
+                callbacks=[timer],
+                shuffle=False,  # the pipeline shuffles
+                verbose=0,
+            )
+            train_accuracy[policy] = float(history.history["accuracy"][-1])
+
+    base_rates = runs["float32"][1].rates if "float32" in runs else None
+    accuracy = {
+        p: float(m.evaluate(test, return_dict=True, verbose=0)["accuracy"])
+        for p, (m, _) in runs.items()
+    }
+    rows = []
+    for policy, (_, timer) in runs.items():
+        ratio = float("nan")
+        if base_rates and len(base_rates) == len(timer.rates):
+            ratio = common.median([a / b for a, b in zip(timer.rates, base_rates, strict=True)])
+        rows.append(
+            {
+                "policy": policy,
+                "data": source,
+                "train img/s": common.median(timer.rates),
+                "ratio to float32": ratio,
+                "train accuracy": train_accuracy[policy],
+                "test accuracy": accuracy[policy],
+                "Δ test accuracy": accuracy[policy] - accuracy.get("float32", float("nan")),
+            }
+        )
+    return rows
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.precision",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--model", default="googlenet")
+    parser.add_argument("--width", type=float, default=0.125, help="width multiplier")
+    parser.add_argument("--batch-size", type=common.positive_int, default=32)
+    parser.add_argument("--epochs", type=common.positive_int, default=4)
+    parser.add_argument("--train-limit", type=common.positive_int, default=2048)
+    parser.add_argument("--test-limit", type=common.positive_int, default=2048)
+    parser.add_argument("--skip", type=int, default=3, help="untimed first batches")
+    parser.add_argument("--policies", nargs="+", default=None, help="default: this machine's")
+    parser.add_argument("--generated", action="store_true", help="generated data, no MNIST")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    args.policies = args.policies or policies()
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict]:
+    """Parses `argv`, runs, prints the machine line and the table; returns the rows."""
+    args = parse_args(argv)
+    print(common.machine_description())
+    start = time.perf_counter()
+    rows = run(args)
+    print(
+        f"{args.model} (small stem, width {args.width}), batch {args.batch_size}, "
+        f"{args.epochs} epochs of {args.train_limit} images, epochs interleaved across "
+        f"policies; accuracy on {args.test_limit} test images. {time.perf_counter() - start:.0f} s."
+    )
+    print(common.format_table(rows, COLUMNS))
+    return rows
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

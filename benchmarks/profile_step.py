@@ -1,0 +1,122 @@
+"""Where a training step's time goes: a short `tf.profiler` trace, summed by op type.
+
+Traces a few training steps of one model with `tf.profiler.experimental`, then reads the
+trace's XPlane file directly (TensorFlow's own `xplane_pb2`; no TensorBoard profile plugin
+needed) and sums the host-side TensorFlow op durations by op type. Ops run in parallel on
+the cores, so the shares are of summed op time, not of wall time.
+
+Example:
+
+```
+python -m benchmarks.profile_step --model inception_v3 --batch-size 16 --steps 2
+```
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+from benchmarks import common
+from benchmarks import models as model_bench
+
+COLUMNS = ("op type", "ms / step", "share %", "calls / step")
+
+
+def op_times(xplane_path: str) -> dict[str, tuple[float, int]]:
+    """Total duration (ms) and count of TensorFlow op events per op type in one trace."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    space = xplane_pb2.XSpace()
+    with open(xplane_path, "rb") as f:
+        space.ParseFromString(f.read())
+    totals: dict[str, list] = collections.defaultdict(lambda: [0.0, 0])
+    for plane in space.planes:
+        if not plane.name.startswith("/host:CPU"):
+            continue
+        for line in plane.lines:
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name
+                # TF op events are named "scope/op_name:OpType" on the host plane.
+                # ("ExecutorState::Process" and the like are the executor's, not ops.)
+                if ":" not in name or "::" in name:
+                    continue
+                op_type = name.rsplit(":", 1)[1]
+                if not re.fullmatch(r"_?[A-Z]\w*", op_type):
+                    continue
+                totals[op_type][0] += event.duration_ps / 1e9
+                totals[op_type][1] += 1
+    return {k: (v[0], v[1]) for k, v in totals.items()}
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    bench = model_bench.prepare(
+        args.model, args.size, args.batch_size, args.classes, args.width, args.seed
+    )
+    for _ in range(2):  # trace the graph and warm up outside the profile
+        bench.model.train_on_batch(bench.x, bench.y)
+    logdir = args.logdir or tempfile.mkdtemp(prefix="bench-profile-")
+    tf.profiler.experimental.start(logdir)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        bench.model.train_on_batch(bench.x, bench.y)
+    wall = (time.perf_counter() - start) / args.steps
+    tf.profiler.experimental.stop()
+    files = sorted(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True))
+    if not files:
+        raise FileNotFoundError(f"tf.profiler wrote no .xplane.pb under {logdir}")
+    totals = op_times(files[-1])
+    total = sum(ms for ms, _ in totals.values()) or float("nan")
+    rows = [
+        {
+            "op type": op,
+            "ms / step": ms / args.steps,
+            "share %": 100 * ms / total,
+            "calls / step": count // args.steps,
+        }
+        for op, (ms, count) in sorted(totals.items(), key=lambda kv: -kv[1][0])
+    ][: args.top]
+    rows.append({"op type": "(all ops, summed over threads)", "ms / step": total / args.steps})
+    rows.append({"op type": "(wall time per step)", "ms / step": wall * 1e3})
+    print(f"trace: {files[-1]}")
+    return rows
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.profile_step",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--model", default="inception_v3", choices=model_bench.MODELS)
+    parser.add_argument("--size", type=common.positive_int, default=299)
+    parser.add_argument("--batch-size", type=common.positive_int, default=16)
+    parser.add_argument("--steps", type=common.positive_int, default=2)
+    parser.add_argument("--classes", type=common.positive_int, default=1000)
+    parser.add_argument("--width", type=float, default=1.0)
+    parser.add_argument("--top", type=common.positive_int, default=15, help="rows shown")
+    parser.add_argument("--logdir", default=None, help="keep the trace here (TensorBoard)")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    print(common.machine_description())
+    rows = run(args)
+    print(f"{args.model} {args.size}x{args.size}, batch {args.batch_size}, {args.steps} steps")
+    print(common.format_table(rows, COLUMNS))
+    return rows
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
