@@ -7,18 +7,14 @@ before TensorFlow's first op.
 """
 
 import csv
-import gzip
 import json
 import os
-import struct
-import subprocess
-import sys
-import textwrap
 
 import keras
 import numpy as np
 import pytest
 
+from tests.helpers import make_fashion_mnist, run_python
 from training import presets
 from training.cli import build_parser
 from training.cli import main as cli_main
@@ -26,27 +22,6 @@ from training.losses import SparseCrossentropyWithSmoothing
 from training.train import TrainConfig, train_and_evaluate
 
 TINY = dict(width_multiplier=0.125, min_depth=4, batch_size=32, seed=0)
-
-
-def _write_idx(path, array: np.ndarray) -> None:
-    magic = {1: 0x0801, 3: 0x0803}[array.ndim]
-    header = struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
-
-def make_fashion_mnist(folder, n_train=320, n_test=96, seed=0):
-    """Idx files in Fashion-MNIST's format: label k is a bright 7x7 square at spot k."""
-    rng = np.random.default_rng(seed)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        labels = rng.integers(0, 10, size=n)
-        images = rng.integers(0, 60, size=(n, 28, 28))
-        for i, label in enumerate(labels):
-            row, col = divmod(int(label), 4)
-            images[i, 7 * row : 7 * row + 7, 7 * col : 7 * col + 7] = 230
-        _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
-        _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    return str(folder)
 
 
 @pytest.fixture(scope="module")
@@ -209,19 +184,8 @@ def test_interrupted_run_resumes_without_redoing_epochs(fmnist_dir, tmp_path, ca
 # --- distribution and the command line (fresh processes) -------------------------------
 
 
-def _run_python(script: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
 def test_sync_batch_norm_two_replicas_match_one_device():
-    result = _run_python(
+    result = run_python(
         """
         from training.strategy import make_strategy
         mirrored = make_strategy(2)
@@ -270,7 +234,7 @@ def test_sync_batch_norm_two_replicas_match_one_device():
 
 def test_cli_end_to_end_two_replicas(fmnist_dir, tmp_path):
     workdir = tmp_path / "cli"
-    result = _run_python(
+    result = run_python(
         f"""
         import sys
         from training.cli import main
@@ -289,7 +253,7 @@ def test_cli_end_to_end_two_replicas(fmnist_dir, tmp_path):
     history = read_history(workdir)
     assert float(history[-1]["loss"]) < float(history[0]["loss"])
 
-    evaluated = _run_python(
+    evaluated = run_python(
         f"""
         import sys
         from training.cli import main

@@ -9,16 +9,13 @@ devices must be set up before TensorFlow's first op.
 import csv
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import keras
 import keras_tuner as kt
 import pytest
 
 import keras_inception as ki
-from tests.test_training import make_fashion_mnist
+from tests.helpers import make_fashion_mnist, run_python
 from training.train import TrainConfig
 from training.tuning import (
     InceptionHyperModel,
@@ -183,17 +180,6 @@ def test_budget_rejects_before_training_and_does_not_end_the_search(
         tune(config, TuneConfig(tuner=tuner, max_trials=4, max_params=2000), str(tmp_path))
 
 
-def _run_python(script: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
 # Measured on 2 shared cores: 167 s (two trained trials of 50-80 s each, one rejected),
 # beyond the default suite's budget.
 @pytest.mark.large
@@ -210,7 +196,7 @@ def test_search_two_replicas_resumes_and_rebuilds_best(fmnist_dir, tmp_path):
             "--workdir", {str(workdir)!r},
         ]))
         """
-    first = _run_python(command)
+    first = run_python(command)
     rows = read_trials(workdir)
     assert len(rows) == 3, first.stdout
     assert "Paper widths" in first.stdout
@@ -231,7 +217,7 @@ def test_search_two_replicas_resumes_and_rebuilds_best(fmnist_dir, tmp_path):
 
     infos = sorted(workdir.glob("search/trial_*/tuning.json"))
     stamps = [os.stat(p).st_mtime_ns for p in infos]
-    second = _run_python(command)  # same command, same workdir: nothing to train again
+    second = run_python(command)  # same command, same workdir: nothing to train again
     assert read_trials(workdir) == rows
     assert [os.stat(p).st_mtime_ns for p in infos] == stamps
     assert "Paper widths" in second.stdout
