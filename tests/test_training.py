@@ -181,6 +181,24 @@ def test_interrupted_run_resumes_without_redoing_epochs(fmnist_dir, tmp_path, ca
     assert int(model.optimizer.iterations) == 2 * steps_per_epoch  # the optimizer resumed too
 
 
+class _StopAfterTraining(keras.callbacks.Callback):
+    def on_train_end(self, logs=None):
+        raise _Interrupt("killed after the last epoch, before evaluation")
+
+
+def test_run_interrupted_after_training_evaluates_without_retraining(fmnist_dir, tmp_path, capsys):
+    workdir = str(tmp_path / "run")
+    config = TrainConfig(data_dir=fmnist_dir, epochs=1, aux=False, **TINY)
+    with pytest.raises(_Interrupt):
+        train_and_evaluate(config, workdir, verbose=0, extra_callbacks=[_StopAfterTraining()])
+    assert not os.path.exists(os.path.join(workdir, "metrics.json"))
+    metrics = train_and_evaluate(config, workdir, verbose=0)
+    assert "all 1 epochs are done; evaluating and exporting" in capsys.readouterr().out
+    assert [int(r["epoch"]) for r in read_history(workdir)] == [0]  # not trained again
+    assert len(metrics["epoch_times"]) == 1
+    assert not os.path.exists(os.path.join(workdir, "backup"))  # removed once finished
+
+
 # --- distribution and the command line (fresh processes) -------------------------------
 
 

@@ -273,14 +273,18 @@ def train_and_evaluate(
     monitor = "val_main_accuracy" if output_names else "val_accuracy"
     backup_dir = os.path.join(workdir, "backup")
     resumed_at = _backed_up_epochs(backup_dir)
-    if resumed_at:
+    if resumed_at >= config.epochs:
+        print(f"Resuming {workdir}: all {config.epochs} epochs are done; evaluating and exporting.")
+    elif resumed_at:
         print(
             f"Resuming {workdir}: epochs 1-{resumed_at} are done; continuing at epoch "
             f"{resumed_at + 1} of {config.epochs}."
         )
     timer = EpochTimer(os.path.join(workdir, "epoch_times.json"), datasets.num_train)
     callbacks = [
-        keras.callbacks.BackupAndRestore(backup_dir),
+        # Kept after fit, so that a run interrupted while it evaluates or exports resumes
+        # there instead of training again; removed once metrics.json is written.
+        keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False),
         keras.callbacks.ModelCheckpoint(
             os.path.join(workdir, "best.keras"), monitor=monitor, mode="max", save_best_only=True
         ),
@@ -334,6 +338,7 @@ def train_and_evaluate(
         "skipped": [list(item) for item in datasets.skipped.files],
     }
     _write_json(os.path.join(workdir, "metrics.json"), metrics)
+    shutil.rmtree(backup_dir, ignore_errors=True)
     if datasets.skipped.count:
         print(datasets.skipped.summary())
     print(
