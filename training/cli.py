@@ -11,6 +11,7 @@ import json
 import sys
 
 from training.presets import PRESETS
+from training.strategy import STRATEGIES
 
 
 def _positive_int(text: str) -> int:
@@ -99,6 +100,15 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup-epochs", type=float, help="override the preset's warmup")
     parser.add_argument("--label-smoothing", type=float, help="override the preset's")
     parser.add_argument(
+        "--strategy",
+        choices=list(STRATEGIES),
+        default="auto",
+        help="auto: multiworker when TF_CONFIG names more than one worker, else mirrored; "
+        "mirrored: the GPUs (or --replicas logical CPUs) of this machine; multiworker: "
+        "MultiWorkerMirroredStrategy over the hosts of TF_CONFIG (run the same command on "
+        "each); onedevice: one GPU or the CPU",
+    )
+    parser.add_argument(
         "--replicas",
         type=_positive_int,
         help="on CPU, split the CPU into N logical devices for MirroredStrategy "
@@ -138,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a model; rerun the same command on the same workdir to resume.",
     )
     _add_train_flags(train)
+    train.add_argument(
+        "--connect-timeout",
+        type=_positive_float,
+        default=300.0,
+        help="multiworker: seconds to wait for every worker of TF_CONFIG (default 300)",
+    )
 
     evaluate = commands.add_parser(
         "evaluate", help="evaluate a saved model: single-crop and 10-crop"
@@ -204,8 +220,14 @@ def main(argv: list[str] | None = None) -> int:
             options = vars(args).copy()
             workdir = options.pop("workdir")
             overwrite = options.pop("overwrite")
+            connect_timeout = options.pop("connect_timeout")
             options.pop("command")
-            train_and_evaluate(TrainConfig(**options), workdir, overwrite=overwrite)
+            train_and_evaluate(
+                TrainConfig(**options),
+                workdir,
+                overwrite=overwrite,
+                connect_timeout=connect_timeout,
+            )
         elif args.command == "tune":
             from training.train import TrainConfig
             from training.tuning import TuneConfig, tune

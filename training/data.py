@@ -652,7 +652,11 @@ def _build(
     ds = split.ds
     shuffle = train and split.n > 0
     buffer = split.n if (small or source.kind == "path") else _SHUFFLE_BUFFER_LARGE
-    shuffle_seed = config.seed if config.deterministic else None
+    # Under MultiWorkerMirroredStrategy every worker runs this whole pipeline and keeps its
+    # share of each batch (DATA sharding): their shuffles and element order must agree, or
+    # the shares overlap.
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    shuffle_seed = config.seed if config.deterministic or multi_worker else None
     if shuffle and source.kind == "path" and not cache:
         # Shuffle the (cheap) paths before reading, so no image bytes sit in the buffer.
         ds = ds.shuffle(split.n, seed=shuffle_seed, reshuffle_each_iteration=True)
@@ -681,7 +685,7 @@ def _build(
     ds = with_targets(ds, output_names)
     ds = ds.prefetch(AUTOTUNE)
     options = tf.data.Options()
-    options.deterministic = config.deterministic or not train
+    options.deterministic = config.deterministic or not train or multi_worker
     if strategy is not None:
         options.experimental_distribute.auto_shard_policy = (
             tf.data.experimental.AutoShardPolicy.DATA

@@ -1,13 +1,129 @@
-"""Distribution strategies: MirroredStrategy over GPUs, or over logical CPUs.
+"""Distribution strategies: one device, MirroredStrategy on one machine, or
+MultiWorkerMirroredStrategy across machines (configured by `TF_CONFIG`).
 
-Logical CPU devices must be configured before TensorFlow runs its first op, so
-`make_strategy` is called first thing by the command line and by `train_and_evaluate`.
-`jit_compile` must stay off under MirroredStrategy on logical CPUs (it fails there).
+Logical CPU devices and the multi-worker runtime must be configured before TensorFlow runs
+its first op, so `make_strategy` is called first thing by the command line, by
+`train_and_evaluate` and by `tune`. `jit_compile` must stay off under MirroredStrategy on
+logical CPUs (it fails there).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+
 import tensorflow as tf
+
+STRATEGIES = ("auto", "mirrored", "multiworker", "onedevice")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterConfig:
+    """The parts of `TF_CONFIG` that a multi-worker run uses.
+
+    Args:
+        workers: tuple of str. "host:port" of every task that trains, the chief first.
+        task_type: str. "chief" or "worker".
+        task_index: int. This task's index among the tasks of its type.
+        rank: int. This task's position in `workers` (0: the chief, which writes the
+            workdir).
+    """
+
+    workers: tuple[str, ...]
+    task_type: str
+    task_index: int
+    rank: int
+
+    @property
+    def is_chief(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def address(self) -> str:
+        return self.workers[self.rank]
+
+
+def parse_tf_config(text: str | None = None) -> ClusterConfig | None:
+    """`TF_CONFIG` (default: the environment's) as a ClusterConfig; None when unset or empty.
+
+    Raises:
+        ValueError: the text is not JSON, names no workers, or its task is not in its cluster.
+    """
+    text = os.environ.get("TF_CONFIG") if text is None else text
+    if not text or not text.strip():
+        return None
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"TF_CONFIG is not valid JSON ({err}); received {text!r}") from None
+    if not isinstance(config, dict) or not isinstance(config.get("cluster"), dict):
+        raise ValueError(f'TF_CONFIG needs a "cluster" object; received {text!r}')
+    cluster = config["cluster"]
+    unsupported = sorted(set(cluster) - {"chief", "worker"})
+    if unsupported:
+        raise ValueError(
+            f"TF_CONFIG names task types {unsupported}; multi-worker training uses only "
+            f'"chief" and "worker" tasks. Received {text!r}'
+        )
+    by_task: dict[tuple[str, int], str] = {}
+    for task_type in ("chief", "worker"):
+        addresses = cluster.get(task_type, [])
+        if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
+            raise ValueError(
+                f'TF_CONFIG cluster["{task_type}"] must be a list of "host:port" strings; '
+                f"received {addresses!r}"
+            )
+        for index, address in enumerate(addresses):
+            if not address.rpartition(":")[2].isdigit():
+                raise ValueError(
+                    f'TF_CONFIG {task_type} {index} must be "host:port"; received {address!r}'
+                )
+            by_task[(task_type, index)] = address
+    if len(cluster.get("chief", [])) > 1:
+        raise ValueError(f"TF_CONFIG may name at most one chief; received {cluster['chief']!r}")
+    if not by_task:
+        raise ValueError(f"TF_CONFIG names no workers; received {text!r}")
+    if len(set(by_task.values())) != len(by_task):
+        raise ValueError(f"TF_CONFIG names one address twice; received {text!r}")
+    task = config.get("task")
+    if not isinstance(task, dict):
+        raise ValueError(f'TF_CONFIG needs a "task" object (type, index); received {text!r}')
+    key = (task.get("type"), task.get("index", 0))
+    if key not in by_task:
+        raise ValueError(
+            f"TF_CONFIG task {task!r} is not in its cluster; the cluster has "
+            f"{sorted(f'{t} {i}' for t, i in by_task)}"
+        )
+    workers = tuple(by_task.values())  # the chief first, then the workers in order
+    return ClusterConfig(
+        workers=workers,
+        task_type=key[0],
+        task_index=int(key[1]),
+        rank=workers.index(by_task[key]),
+    )
+
+
+def resolve_strategy_name(name: str, cluster: ClusterConfig | None) -> str:
+    """The strategy `name` stands for: "auto" is multiworker when `cluster` has more than
+    one worker, else mirrored.
+
+    Raises:
+        ValueError: an unknown name, or a one-machine strategy while TF_CONFIG names a
+            cluster (every host would train its own copy into the same workdir).
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; choose one of {list(STRATEGIES)}")
+    many = cluster is not None and len(cluster.workers) > 1
+    if name == "auto":
+        return "multiworker" if many else "mirrored"
+    if many and name != "multiworker":
+        raise ValueError(
+            f"--strategy {name} trains on one machine, but TF_CONFIG names "
+            f"{len(cluster.workers)} workers {list(cluster.workers)}; use --strategy "
+            "multiworker (or auto), or unset TF_CONFIG"
+        )
+    return name
 
 
 def configure_cpu_replicas(replicas: int) -> None:
@@ -28,26 +144,64 @@ def configure_cpu_replicas(replicas: int) -> None:
         ) from err
 
 
-def make_strategy(replicas: int | None = None) -> tf.distribute.Strategy:
-    """MirroredStrategy over all GPUs; on CPU, over `replicas` logical CPUs; else one device.
+def make_strategy(
+    replicas: int | None = None, name: str = "auto", *, connect_timeout: float = 300.0
+) -> tf.distribute.Strategy:
+    """The distribution strategy `name` stands for on this machine.
+
+    - "mirrored": MirroredStrategy over all GPUs, or over `replicas` logical CPUs; "auto"
+      without a multi-worker TF_CONFIG is the same, except that one device gets
+      OneDeviceStrategy.
+    - "multiworker": MultiWorkerMirroredStrategy over the cluster of `TF_CONFIG` (every
+      worker's GPUs, or its CPU), after every worker answered within `connect_timeout`
+      seconds. Without TF_CONFIG it is a cluster of this one process.
+    - "onedevice": the first GPU, else the CPU.
 
     Args:
-        replicas: int or None. CPU replicas when no GPU is visible (None or 1: one device).
-            Ignored when GPUs are visible: every GPU is a replica.
+        replicas: int or None. CPU replicas (logical devices) when no GPU is visible.
+            Ignored when GPUs are visible: every GPU is a replica. Defaults to None (one).
+        name: str. One of `STRATEGIES`. Defaults to "auto".
+        connect_timeout: float. Seconds a multi-worker task waits for the others.
+
+    Raises:
+        ValueError: a bad name, `replicas` or TF_CONFIG, or replicas with a strategy that
+            cannot use them.
+        RuntimeError: a worker could not reach the others in time.
     """
     if replicas is not None and (isinstance(replicas, bool) or replicas < 1):
         raise ValueError(f"replicas must be a positive integer; received {replicas!r}")
+    cluster = parse_tf_config()
+    name = resolve_strategy_name(name, cluster)
     gpus = tf.config.list_physical_devices("GPU")
+    if name == "multiworker":
+        if replicas and replicas > 1:
+            raise ValueError(
+                f"--replicas {replicas} splits one machine's CPU for MirroredStrategy; under "
+                "multiworker every worker trains on its GPUs, or on its whole CPU"
+            )
+        from training.multiworker import make_multiworker_strategy
+
+        return make_multiworker_strategy(cluster, connect_timeout=connect_timeout)
+    if name == "onedevice":
+        if replicas and replicas > 1:
+            raise ValueError(
+                f"--replicas {replicas} needs a mirrored strategy; onedevice trains on one device"
+            )
+        return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
     if gpus:
-        return (
-            tf.distribute.MirroredStrategy()
-            if len(gpus) > 1
-            else tf.distribute.OneDeviceStrategy("/gpu:0")
-        )
+        if len(gpus) > 1 or name == "mirrored":
+            return tf.distribute.MirroredStrategy()
+        return tf.distribute.OneDeviceStrategy("/gpu:0")
     if replicas and replicas > 1:
         configure_cpu_replicas(replicas)
         return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(replicas)])
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(["/cpu:0"])
     return tf.distribute.OneDeviceStrategy("/cpu:0")
+
+
+def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
 def mixed_precision_policy() -> str:

@@ -34,7 +34,7 @@ from training.evaluate import evaluate_model
 from training.losses import SparseCrossentropyWithSmoothing
 from training.plots import plot_curves
 from training.presets import get_preset, make_optimizer
-from training.strategy import make_strategy, mixed_precision_policy
+from training.strategy import STRATEGIES, is_multi_worker, make_strategy, mixed_precision_policy
 
 
 class TrainingDiverged(RuntimeError):
@@ -65,6 +65,9 @@ class TrainConfig:
         learning_rate: float or None. Override the preset's (batch-scaled) learning rate.
         warmup_epochs: float or None. Override the preset's warmup.
         label_smoothing: float or None. Override the preset's label smoothing.
+        strategy: str. "auto", "mirrored", "multiworker" or "onedevice"
+            (`training.strategy.make_strategy`); auto is multiworker when `TF_CONFIG` names
+            more than one worker, else mirrored.
         replicas: int or None. CPU replicas (logical devices) for MirroredStrategy.
         mixed_precision: bool. mixed_float16 on GPU, mixed_bfloat16 on CPU.
         sync_batch_norm: bool. Synchronized batch norm across replicas.
@@ -92,6 +95,7 @@ class TrainConfig:
     learning_rate: float | None = None
     warmup_epochs: float | None = None
     label_smoothing: float | None = None
+    strategy: str = "auto"
     replicas: int | None = None
     mixed_precision: bool = False
     sync_batch_norm: bool = False
@@ -104,6 +108,10 @@ class TrainConfig:
         for label, value in positive.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{label} must be a positive integer; received {value!r}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(
+                f"strategy must be one of {list(STRATEGIES)}; received {self.strategy!r}"
+            )
         if self.train_limit is not None and self.train_limit < 1:
             raise ValueError(f"train_limit must be positive; received {self.train_limit!r}")
 
@@ -125,7 +133,7 @@ def _read_json(path: str) -> Any:
         return json.load(f)
 
 
-def _prepare_workdir(config: TrainConfig, workdir: str, overwrite: bool) -> dict | None:
+def prepare_workdir(config: TrainConfig, workdir: str, overwrite: bool) -> dict | None:
     """Returns the finished run's metrics when there is one and `overwrite` is False."""
     metrics_path = os.path.join(workdir, "metrics.json")
     config_path = os.path.join(workdir, "config.json")
@@ -135,8 +143,10 @@ def _prepare_workdir(config: TrainConfig, workdir: str, overwrite: bool) -> dict
     if os.path.exists(config_path):
         previous = _read_json(config_path)
         current = json.loads(json.dumps(dataclasses.asdict(config), default=_json_default))
-        if previous != current:
-            changed = sorted(k for k in current if previous.get(k) != current[k])
+        # A field added after the run started counts as its default.
+        defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig()), default=_json_default))
+        changed = sorted(k for k in current if previous.get(k, defaults[k]) != current[k])
+        if changed:
             raise ValueError(
                 f"workdir {workdir!r} holds a run with another configuration (differs in "
                 f"{changed}); use another --workdir or pass --overwrite"
@@ -190,6 +200,41 @@ def build_model(
     return ki.get_model(config.model, **kwargs)
 
 
+def make_losses(
+    model: keras.Model, config: TrainConfig, *, aux_loss_weight: float | None = None
+) -> tuple[SparseCrossentropyWithSmoothing, dict[str, float] | None]:
+    """The smoothed sparse loss and the per-output loss weights (None: one output).
+
+    `aux_loss_weight` overrides the config's (a tuner's choice).
+    """
+    preset = get_preset(config.preset)
+    label_smoothing = (
+        preset.label_smoothing if config.label_smoothing is None else config.label_smoothing
+    )
+    loss = SparseCrossentropyWithSmoothing(label_smoothing)
+    if data_lib.output_names_of(model) is None:
+        return loss, None
+    aux_loss_weight = config.aux_loss_weight if aux_loss_weight is None else aux_loss_weight
+    loss_weights = ki.default_loss_weights(model)
+    if aux_loss_weight is not None:
+        loss_weights = {k: 1.0 if k == "main" else aux_loss_weight for k in loss_weights}
+    return loss, loss_weights
+
+
+def make_run_optimizer(
+    config: TrainConfig, *, num_train: int, learning_rate: float | None = None
+) -> keras.optimizers.Optimizer:
+    """The preset's optimizer and schedule for this run's steps (`learning_rate` overrides)."""
+    return make_optimizer(
+        get_preset(config.preset),
+        steps_per_epoch=math.ceil(num_train / config.batch_size),
+        epochs=config.epochs,
+        global_batch_size=config.batch_size,
+        learning_rate=learning_rate or config.learning_rate,
+        warmup_epochs=config.warmup_epochs,
+    )
+
+
 def compile_model(
     model: keras.Model,
     config: TrainConfig,
@@ -203,31 +248,16 @@ def compile_model(
     `learning_rate` and `aux_loss_weight` override the config's (a tuner's choices).
     Call it inside the strategy's scope.
     """
-    preset = get_preset(config.preset)
     output_names = data_lib.output_names_of(model)
-    label_smoothing = (
-        preset.label_smoothing if config.label_smoothing is None else config.label_smoothing
-    )
-    aux_loss_weight = config.aux_loss_weight if aux_loss_weight is None else aux_loss_weight
-    loss_weights = ki.default_loss_weights(model)
-    if aux_loss_weight is not None:
-        loss_weights = {k: 1.0 if k == "main" else aux_loss_weight for k in loss_weights}
-    loss = SparseCrossentropyWithSmoothing(label_smoothing)
+    loss, loss_weights = make_losses(model, config, aux_loss_weight=aux_loss_weight)
     metrics = [
         keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
         keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"),
     ]
     model.compile(
-        optimizer=make_optimizer(
-            preset,
-            steps_per_epoch=math.ceil(num_train / config.batch_size),
-            epochs=config.epochs,
-            global_batch_size=config.batch_size,
-            learning_rate=learning_rate or config.learning_rate,
-            warmup_epochs=config.warmup_epochs,
-        ),
+        optimizer=make_run_optimizer(config, num_train=num_train, learning_rate=learning_rate),
         loss={k: loss for k in output_names} if output_names else loss,
-        loss_weights=loss_weights if output_names else None,
+        loss_weights=loss_weights,
         metrics={"main": metrics} if output_names else metrics,
         jit_compile=False,  # XLA fails under MirroredStrategy on logical CPUs
     )
@@ -240,16 +270,31 @@ def train_and_evaluate(
     overwrite: bool = False,
     verbose: int | str = "auto",
     extra_callbacks: list | None = None,
+    connect_timeout: float = 300.0,
 ) -> dict:
     """Trains, evaluates and exports; returns the metrics written to `metrics.json`.
 
     Running it again on the same workdir resumes an interrupted run at its last finished
     epoch, and returns a finished run's metrics without training (unless `overwrite`).
     `extra_callbacks` are added after the run's own (which back up each finished epoch first).
+
+    Under the multiworker strategy every worker calls it with the same arguments; it trains
+    with `training.multiworker`'s loop (Keras `fit` does not run under that strategy), the
+    chief writes the workdir, and `extra_callbacks` and `verbose` are not supported.
+    `connect_timeout` is how many seconds a worker waits for the others.
     """
     # The strategy first: logical CPU devices must exist before any TF op runs.
-    strategy = make_strategy(config.replicas)
-    finished = _prepare_workdir(config, workdir, overwrite)
+    strategy = make_strategy(config.replicas, config.strategy, connect_timeout=connect_timeout)
+    if is_multi_worker(strategy):
+        if extra_callbacks:
+            raise ValueError(
+                "extra_callbacks are Keras fit callbacks; the multiworker loop does not call "
+                f"them. Received {extra_callbacks!r}"
+            )
+        from training.multiworker import train_multiworker
+
+        return train_multiworker(config, workdir, strategy, overwrite=overwrite)
+    finished = prepare_workdir(config, workdir, overwrite)
     if finished is not None:
         print(
             f"{workdir}: this run already finished (test top-1 {finished['top1']:.4f}); "
@@ -309,6 +354,23 @@ def train_and_evaluate(
             "Lower --learning-rate, add --warmup-epochs, or check the data."
         )
 
+    inference = save_models(model, workdir)
+    test = evaluate_model(inference, datasets.test)
+    return write_metrics(
+        workdir,
+        config,
+        datasets,
+        test=test,
+        timer=timer,
+        params=(model.count_params(), inference.count_params()),
+        replicas=strategy.num_replicas_in_sync,
+        resume_dir=backup_dir,
+    )
+
+
+def save_models(model: keras.Model, workdir: str) -> keras.Model:
+    """Writes model.keras, inference.keras, export/ and curves.png; returns the inference
+    model (auxiliary heads stripped, same weights)."""
     model.save(os.path.join(workdir, "model.keras"))
     inference = ki.strip_aux_heads(model)
     inference.save(os.path.join(workdir, "inference.keras"))
@@ -317,8 +379,24 @@ def train_and_evaluate(
         shutil.rmtree(export_dir)
     inference.export(export_dir, verbose=False)
     plot_curves(os.path.join(workdir, "history.csv"), os.path.join(workdir, "curves.png"))
-    test = evaluate_model(inference, datasets.test)
+    return inference
 
+
+def write_metrics(
+    workdir: str,
+    config: TrainConfig,
+    datasets: data_lib.Datasets,
+    *,
+    test: dict,
+    timer: EpochTimer,
+    params: tuple[int, int],
+    replicas: int,
+    resume_dir: str,
+    extra: dict | None = None,
+    verbose: bool = True,
+) -> dict:
+    """Writes metrics.json, then deletes the resume state in `resume_dir` (the run is over)
+    and prints a summary (when `verbose`); returns the metrics."""
     metrics = {
         "top1": test["top1"],
         "top5": test["top5"],
@@ -331,14 +409,17 @@ def train_and_evaluate(
         "num_train": datasets.num_train,
         "num_validation": datasets.num_validation,
         "num_test": datasets.num_test,
-        "params": model.count_params(),
-        "inference_params": inference.count_params(),
-        "replicas": strategy.num_replicas_in_sync,
+        "params": params[0],
+        "inference_params": params[1],
+        "replicas": replicas,
         "skipped_files": datasets.skipped.count,
         "skipped": [list(item) for item in datasets.skipped.files],
+        **(extra or {}),
     }
     _write_json(os.path.join(workdir, "metrics.json"), metrics)
-    shutil.rmtree(backup_dir, ignore_errors=True)
+    shutil.rmtree(resume_dir, ignore_errors=True)
+    if not verbose:
+        return metrics
     if datasets.skipped.count:
         print(datasets.skipped.summary())
     print(
