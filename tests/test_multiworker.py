@@ -94,24 +94,29 @@ def test_replicas_with_multiworker_or_onedevice_is_refused(monkeypatch):
         make_strategy(3, "onedevice")
 
 
-def test_waiting_for_a_missing_worker_names_it():
-    from training.multiworker import ClusterError, wait_for_workers
-
-    with socket.socket() as listening, socket.socket() as closed:
-        listening.bind(("127.0.0.1", 0))
-        listening.listen()
-        closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
-        up = f"127.0.0.1:{listening.getsockname()[1]}"
-        down = f"127.0.0.1:{closed.getsockname()[1]}"
-        me = ClusterConfig(workers=("127.0.0.1:1", up), task_type="worker", task_index=0, rank=0)
-        wait_for_workers(me, timeout=5)  # returns: the other worker answers
-        me = ClusterConfig(
-            workers=("127.0.0.1:1", up, down), task_type="worker", task_index=0, rank=0
-        )
+def test_a_worker_alone_stops_naming_the_missing_one(tmp_path):
+    """Worker 0 (which hosts TensorFlow's coordination service) and worker 1 each started
+    without the other: a one-line error naming the address, not a hang."""
+    ports = _free_ports(2)
+    workers = [f"127.0.0.1:{port}" for port in ports]
+    for index in range(2):
+        env = {**os.environ, "TF_CONFIG": _tf_config(workers, index=index)}
+        argv = [sys.executable, "-m", "training", "train", "--connect-timeout", "3"]
+        argv += ["--workdir", str(tmp_path / "run")]
         start = time.monotonic()
-        with pytest.raises(ClusterError, match=f"worker 0 .* could not reach {down} within 1 s"):
-            wait_for_workers(me, timeout=1, poll=0.1)
-        assert time.monotonic() - start < 10
+        result = subprocess.run(
+            argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 2, result.stderr[-3000:]
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1, result.stderr[-3000:]
+        assert (
+            f"worker {index} ({workers[index]}) could not reach the other workers within 3 s"
+            in errors[0]
+        )
+        assert f"not answering: {workers[1 - index]}" in errors[0]
+        assert time.monotonic() - start < 60
+    assert not (tmp_path / "run").exists()
 
 
 def test_strategy_flag_and_config(capsys):
@@ -304,7 +309,7 @@ def test_only_the_chief_writes_the_workdir(cluster_run):
 
 
 @pytest.mark.large
-def test_killed_cluster_resumes_at_epoch_2(cluster_data, tmp_path):
+def test_killed_worker_stops_the_cluster_which_resumes_at_epoch_2(cluster_data, tmp_path):
     workdir = tmp_path / "run"
     procs = _start_cluster(workdir, cluster_data, tmp_path, epochs=3)
     index_file = workdir / "checkpoints" / "checkpoint"
@@ -314,20 +319,38 @@ def test_killed_cluster_resumes_at_epoch_2(cluster_data, tmp_path):
             assert time.monotonic() < deadline, "no checkpoint after 300 s"
             assert all(p.poll() is None for p in procs), "a worker ended early"
             time.sleep(0.05)
-        for proc in procs:
-            proc.send_signal(signal.SIGKILL)
+        procs[1].send_signal(signal.SIGKILL)  # worker 1's host dies during epoch 2
+        # The chief notices and stops by itself, with a message, instead of hanging.
+        assert procs[0].wait(timeout=180) == 2
     finally:
         for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
             proc.wait()
             proc.log.close()
+    chief_log = procs[0].log_path.read_text()
+    assert "worker 0 lost the other workers" in chief_log, chief_log[-3000:]
+    assert "Restart every worker with the same command" in chief_log
     state = index_file.read_text()
-    assert "ckpt-1" in state and "ckpt-2" not in state, state  # killed inside epoch 2
+    assert "ckpt-1" in state and "ckpt-2" not in state, state  # stopped inside epoch 2
     assert not (workdir / "metrics.json").exists()
 
     logs = _wait(_start_cluster(workdir, cluster_data, tmp_path, epochs=3))
     assert "epochs 1-1 are done; continuing at epoch 2 of 3" in logs[0], logs[0][-3000:]
-    assert "Epoch 1/3" not in logs[0]
+    assert "Epoch 1/3" not in logs[0] and "Epoch 2/3" in logs[0]
     assert [r["epoch"] for r in _history(workdir)] == ["0", "1", "2"]
     assert (workdir / "metrics.json").exists()
     digests = [line.split()[-1] for log in logs for line in log.splitlines() if "sha256" in line]
     assert digests[0] == digests[1]
+
+
+def test_tune_refuses_multiworker(tmp_path, monkeypatch):
+    from training.train import TrainConfig
+    from training.tuning import TuneConfig, tune
+
+    with pytest.raises(ValueError, match="does not run under MultiWorkerMirroredStrategy"):
+        tune(TrainConfig(strategy="multiworker"), TuneConfig(), str(tmp_path))
+    monkeypatch.setenv("TF_CONFIG", _tf_config(["127.0.0.1:1", "127.0.0.1:2"]))
+    with pytest.raises(ValueError, match="--strategy auto with a multi-worker TF_CONFIG"):
+        tune(TrainConfig(), TuneConfig(), str(tmp_path))
+    assert os.listdir(tmp_path) == []

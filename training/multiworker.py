@@ -51,29 +51,6 @@ class ClusterError(RuntimeError):
     """A worker could not reach the others, or lost them during training."""
 
 
-def wait_for_workers(cluster: ClusterConfig, timeout: float, poll: float = 0.5) -> None:
-    """Waits until every other worker's address accepts a TCP connection.
-
-    Raises:
-        ClusterError: some worker did not answer within `timeout` seconds; the message
-            names them.
-    """
-    deadline = time.monotonic() + timeout
-    missing = [a for a in cluster.workers if a != cluster.address]
-    while missing:
-        missing = [a for a in missing if not _accepts(a)]
-        if not missing:
-            return
-        if time.monotonic() > deadline:
-            raise ClusterError(
-                f"worker {cluster.rank} ({cluster.address}) could not reach "
-                f"{', '.join(missing)} within {timeout:g} s. Start the same command on "
-                "every host of TF_CONFIG, check its addresses and that the ports are open "
-                "between the hosts."
-            )
-        time.sleep(poll)
-
-
 def _accepts(address: str) -> bool:
     host, _, port = address.rpartition(":")
     try:
@@ -88,19 +65,54 @@ def make_multiworker_strategy(
 ) -> tf.distribute.MultiWorkerMirroredStrategy:
     """MultiWorkerMirroredStrategy over `cluster` (None: this process alone).
 
-    Starts this worker's server, then waits up to `connect_timeout` seconds for the
-    others, so that a missing worker is an error that names it instead of a hang.
+    Creating the strategy blocks until every worker has joined TensorFlow's coordination
+    service (by default for ever, and SIGTERM cannot stop it); here it gives up after
+    `connect_timeout` seconds with a ClusterError that names the workers not answering.
     """
-    strategy = tf.distribute.MultiWorkerMirroredStrategy(
-        communication_options=tf.distribute.experimental.CommunicationOptions(
-            # Packs the gradients into a few all-reduces instead of one per variable, which
-            # dominated a step: 0.57 s -> 0.29 s a step for 2 CPU workers on one 2-core host.
-            bytes_per_pack=_BYTES_PER_PACK,
-        )
+    options = tf.distribute.experimental.CommunicationOptions(
+        # Packs the gradients into a few all-reduces instead of one per variable, which
+        # dominated a step: 0.57 s -> 0.29 s a step for 2 CPU workers on one 2-core host.
+        bytes_per_pack=_BYTES_PER_PACK,
     )
-    if cluster is not None and len(cluster.workers) > 1:
-        wait_for_workers(cluster, connect_timeout)
-    return strategy
+    if cluster is None or len(cluster.workers) == 1:
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    _configure_coordination(cluster, connect_timeout)
+    try:
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    except tf.errors.OpError as err:
+        missing = [a for a in cluster.workers if a != cluster.address and not _accepts(a)]
+        raise ClusterError(
+            f"worker {cluster.rank} ({cluster.address}) could not reach the other workers "
+            f"within {connect_timeout:g} s"
+            + (f" (not answering: {', '.join(missing)})" if missing else "")
+            + ". Start the same command on every host of TF_CONFIG, check its addresses and "
+            f"that the ports are open between the hosts. ({type(err).__name__})"
+        ) from err
+
+
+def _configure_coordination(cluster: ClusterConfig, timeout: float) -> None:
+    """TensorFlow's coordination service as MultiWorkerMirroredStrategy sets it up, plus a
+    registration timeout (the strategy keeps a service that is already configured).
+
+    Uses TensorFlow internals (TF 2.21): no public API sets this timeout.
+    """
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.eager import context
+
+    spec = tf.distribute.cluster_resolver.TFConfigClusterResolver().cluster_spec()
+    context.context().configure_coordination_service(
+        service_type="standalone",
+        service_leader=multi_worker_util.coordination_leader(spec),
+        cluster_register_timeout_in_ms=int(timeout * 1000),
+        coordinated_jobs=[
+            coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job))
+            for job in ("chief", "worker")
+            if job in spec.jobs
+        ],
+    )
+    # Without the barrier the leader (which hosts the service) waits for ever.
+    context.context().coordination_service.cluster_register_with_barrier = True
 
 
 def _task(strategy: tf.distribute.Strategy) -> tuple[int, int]:

@@ -43,7 +43,7 @@ from keras_inception.heads import AUX_LOSS_WEIGHTS
 from keras_inception.specs import scale_table
 from training import data as data_lib
 from training.presets import get_preset
-from training.strategy import make_strategy
+from training.strategy import make_strategy, parse_tf_config, resolve_strategy_name
 from training.train import TrainConfig, build_model, compile_model, load_data
 
 SPACES = ("per_module", "bottleneck_ratio")
@@ -484,7 +484,14 @@ def tune(
 
     Returns `{"rows": [...], "best": row or None, "objective": name}`.
     """
-    strategy = make_strategy(config.replicas)  # before any TF op
+    if resolve_strategy_name(config.strategy, parse_tf_config()) == "multiworker":
+        raise ValueError(
+            "tune trains its trials with Keras fit, which does not run under "
+            "MultiWorkerMirroredStrategy (keras-team/keras#20585); search on one machine "
+            f"(--strategy mirrored or onedevice). Received --strategy {config.strategy}"
+            + (" with a multi-worker TF_CONFIG" if config.strategy == "auto" else "")
+        )
+    strategy = make_strategy(config.replicas, config.strategy)  # before any TF op
     _prepare_workdir(config, tune_config, workdir)
     keras.utils.set_random_seed(config.seed)
 
