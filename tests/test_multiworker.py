@@ -308,6 +308,23 @@ def test_only_the_chief_writes_the_workdir(cluster_run):
     assert "Test top-1" in logs[0] and "Test top-1" not in logs[1]
 
 
+def test_saved_model_carries_the_trained_weights_and_optimizer_state(cluster_run):
+    import keras
+    import numpy as np
+
+    from training.multiworker import weights_digest
+
+    workdir, _, _ = cluster_run
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    model = keras.saving.load_model(workdir / "model.keras")
+    assert weights_digest(model) == metrics["weights_sha256"]
+    steps = 2 * -(-metrics["num_train"] // 32)
+    assert int(model.optimizer.iterations.numpy()) == steps
+    inference = keras.saving.load_model(workdir / "inference.keras")
+    images = np.zeros((2, 28, 28, 1), "float32")
+    np.testing.assert_allclose(inference(images), model(images), atol=1e-6)
+
+
 @pytest.mark.large
 def test_killed_worker_stops_the_cluster_which_resumes_at_epoch_2(cluster_data, tmp_path):
     workdir = tmp_path / "run"

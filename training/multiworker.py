@@ -299,7 +299,8 @@ class _History:
 def _copy_weights(source: keras.Model, target: keras.Model, source_opt, target_opt) -> None:
     """Copies the distributed model's weights and optimizer state into a plain model."""
     target.set_weights(source.get_weights())
-    target_opt.build(target.trainable_variables)
+    if not target_opt.built:
+        target_opt.build(target.trainable_variables)
     src, dst = source_opt.variables, target_opt.variables
     if [tuple(v.shape) for v in src] != [tuple(v.shape) for v in dst]:
         raise RuntimeError(
