@@ -252,17 +252,22 @@ def _start_cluster(workdir, data_dir, scratch, *extra, epochs=2):
     return procs
 
 
+def _stop(procs):
+    """Kills the workers still running and closes every log."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.log.close()
+
+
 def _wait(procs, timeout=400):
     deadline = time.monotonic() + timeout
     try:
         for proc in procs:
             proc.wait(timeout=max(deadline - time.monotonic(), 1))
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            proc.log.close()
+        _stop(procs)
     logs = [proc.log_path.read_text() for proc in procs]
     for proc, log in zip(procs, logs, strict=True):
         assert proc.returncode == 0, log[-4000:]
@@ -340,11 +345,7 @@ def test_killed_worker_stops_the_cluster_which_resumes_at_epoch_2(cluster_data, 
         # The chief notices and stops by itself, with a message, instead of hanging.
         assert procs[0].wait(timeout=180) == 2
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-            proc.log.close()
+        _stop(procs)
     chief_log = procs[0].log_path.read_text()
     assert "worker 0 lost the other workers" in chief_log, chief_log[-3000:]
     assert "Restart every worker with the same command" in chief_log
