@@ -342,8 +342,10 @@ def test_killed_worker_stops_the_cluster_which_resumes_at_epoch_2(cluster_data, 
             assert all(p.poll() is None for p in procs), "a worker ended early"
             time.sleep(0.05)
         procs[1].send_signal(signal.SIGKILL)  # worker 1's host dies during epoch 2
+        killed_at = time.monotonic()
         # The chief notices and stops by itself, with a message, instead of hanging.
         assert procs[0].wait(timeout=180) == 2
+        print(f"the chief stopped {time.monotonic() - killed_at:.1f} s after worker 1 died")
     finally:
         _stop(procs)
     chief_log = procs[0].log_path.read_text()
