@@ -176,6 +176,7 @@ def test_custom_loop_step_matches_fit_step(tmp_path):
         reference = train_lib.build_model(config, (28, 28, 1), 10, aux_dropout=0.0)
         train_lib.compile_model(reference, config, num_train=64)
         reference.set_weights(model.get_weights())
+        before = model.get_weights()
 
         loss, weights = train_lib.make_losses(model, config)
         assert weights == {"main": 1.0, "aux1": 0.4, "aux2": 0.4}, weights
@@ -188,7 +189,9 @@ def test_custom_loop_step_matches_fit_step(tmp_path):
         )
         assert abs(float(sums["loss"]) / 16 - logs["loss"]) < 1e-4, (sums, logs)
         diffs = [np.max(np.abs(a - b)) for a, b in zip(model.get_weights(), reference.get_weights())]
-        print("max diff", max(diffs))
+        moved = max(np.max(np.abs(a - b)) for a, b in zip(model.get_weights(), before))
+        print("max diff", max(diffs), "moved", moved)
+        assert moved > 1e-4, moved  # the step did train
         assert max(diffs) < 1e-5, max(diffs)
         """
     )
