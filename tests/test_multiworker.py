@@ -377,3 +377,18 @@ def test_tune_refuses_multiworker(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="--strategy auto with a multi-worker TF_CONFIG"):
         tune(TrainConfig(), TuneConfig(), str(tmp_path))
     assert os.listdir(tmp_path) == []
+
+
+def test_a_run_started_before_the_strategy_flag_still_resumes(tmp_path):
+    """config.json written before `strategy` existed: the missing field counts as its
+    default; another value is still a different configuration."""
+    import dataclasses
+
+    from training.train import TrainConfig, prepare_workdir
+
+    old = dataclasses.asdict(TrainConfig(epochs=3))
+    del old["strategy"]
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    assert prepare_workdir(TrainConfig(epochs=3), str(tmp_path), overwrite=False) is None
+    with pytest.raises(ValueError, match=r"differs in \['strategy'\]"):
+        prepare_workdir(TrainConfig(epochs=3, strategy="onedevice"), str(tmp_path), False)
