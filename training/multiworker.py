@@ -24,8 +24,10 @@ import csv
 import hashlib
 import os
 import shutil
+import signal
 import socket
 import tempfile
+import threading
 import time
 
 import keras
@@ -78,7 +80,7 @@ def make_multiworker_strategy(
         return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     _configure_coordination(cluster, connect_timeout)
     try:
-        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     except tf.errors.OpError as err:
         missing = [a for a in cluster.workers if a != cluster.address and not _accepts(a)]
         raise ClusterError(
@@ -88,6 +90,11 @@ def make_multiworker_strategy(
             + ". Start the same command on every host of TF_CONFIG, check its addresses and "
             f"that the ports are open between the hosts. ({type(err).__name__})"
         ) from err
+    # TensorFlow catches SIGTERM once the cluster is up, so `kill` and job schedulers could
+    # not stop a worker; the default action ends it (the run resumes from its checkpoint).
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    return strategy
 
 
 def _configure_coordination(cluster: ClusterConfig, timeout: float) -> None:
