@@ -39,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from training import augment
+from training.strategy import check_batch_size, padding_for_replicas
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -158,6 +159,9 @@ class Datasets:
     num_validation: int
     num_test: int
     skipped: SkipReport
+    # Training examples repeated in every epoch so that its last batch gives every replica
+    # at least one (`training.strategy.padding_for_replicas`); 0 on one device.
+    train_repeats: int = 0
 
 
 def output_names_of(model) -> list[str] | None:
@@ -789,7 +793,10 @@ def load_datasets(
             ``{name: label for name in output_names}`` (multi-output models, e.g. GoogLeNet
             with auxiliary heads; see ``output_names_of``); else an int32 label.
         strategy: tf.distribute.Strategy or None. When given, every dataset shards by DATA
-            (the batch size is already global). Defaults to None.
+            (the batch size is already global); with more than one replica, a batch size
+            that leaves a replica empty is refused, and the training split repeats its
+            first `Datasets.train_repeats` examples so that no replica gets an empty share
+            of its last batch. Defaults to None.
         ten_crop: bool. Test images become ``[batch, 10, H, W, C]`` (4 corners + centre and
             their mirror images). Defaults to False.
 
@@ -813,6 +820,16 @@ def load_datasets(
     if config.pca_lighting and channels != 3:
         raise ValueError(f"pca_lighting needs 3 channels; received channels={channels}")
     cache = _should_cache(config, source)
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    train_split, repeats = source.train, 0
+    if replicas > 1:
+        check_batch_size(config.batch_size, replicas)
+        repeats = padding_for_replicas(source.train.n, config.batch_size, replicas)
+    if repeats:
+        # The first examples again: a training step on an empty share makes BN NaN.
+        train_split = _Split(
+            source.train.ds.concatenate(source.train.ds.take(repeats)), source.train.n + repeats
+        )
     common = dict(
         size=size,
         channels=channels,
@@ -820,7 +837,7 @@ def load_datasets(
         output_names=output_names,
         strategy=strategy,
     )
-    train = _build(source.train, source, config, train=True, ten_crop=False, **common)
+    train = _build(train_split, source, config, train=True, ten_crop=False, **common)
     validation = _build(source.validation, source, config, train=False, ten_crop=False, **common)
     test = _build(source.test, source, config, train=False, ten_crop=ten_crop, **common)
     return Datasets(
@@ -834,4 +851,5 @@ def load_datasets(
         num_validation=source.validation.n,
         num_test=source.test.n,
         skipped=source.skipped,
+        train_repeats=repeats,
     )

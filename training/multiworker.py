@@ -373,6 +373,8 @@ def _train(config, workdir, strategy, is_chief: bool, *, out_dir: str) -> dict:
     keras.config.set_dtype_policy(policy)
 
     datasets = train_lib.load_data(config, strategy)
+    if is_chief and datasets.train_repeats:
+        print(train_lib.repeats_message(datasets, strategy.num_replicas_in_sync))
     shape, classes = datasets.image_shape, datasets.num_classes
     with strategy.scope():
         model = train_lib.build_model(config, shape, classes)

@@ -5,15 +5,27 @@ Logical CPU devices and the multi-worker runtime must be configured before Tenso
 its first op, so `make_strategy` is called first thing by the command line, by
 `train_and_evaluate` and by `tune`. `jit_compile` must stay off under MirroredStrategy on
 logical CPUs (it fails there).
+
+Batches that do not split evenly over the replicas: TensorFlow gives each replica
+`ceil(batch / replicas)` examples of a batch until it runs out (`replica_shares`), so a
+small last batch can leave a replica with none, and a training step on an empty share
+turns batch norm's statistics, then every weight, into NaN. `check_batch_size` refuses a
+global batch that does so; the training pipeline repeats a few examples so that its last
+batch does not (`training.data`); `tolerate_uneven_batches` works around Keras reading the
+first batch of `fit`/`evaluate`/`predict` in a way that needs equal shares.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 
+import keras
+import numpy as np
 import tensorflow as tf
+from keras import tree
 
 STRATEGIES = ("auto", "mirrored", "multiworker", "onedevice")
 
@@ -207,3 +219,69 @@ def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
 def mixed_precision_policy() -> str:
     """The mixed policy for this machine: mixed_float16 on GPU, mixed_bfloat16 on CPU."""
     return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+
+
+def replica_shares(batch: int, replicas: int) -> list[int]:
+    """How many examples of a `batch` each of `replicas` replicas gets from TensorFlow's
+    `experimental_distribute_dataset`: `ceil(batch / replicas)` each, in order, until the
+    batch runs out (5 over 4: [2, 2, 1, 0]). Tested against TensorFlow's own split."""
+    chunk = math.ceil(batch / replicas)
+    return [max(0, min(chunk, batch - i * chunk)) for i in range(replicas)]
+
+
+def check_batch_size(batch_size: int, replicas: int) -> None:
+    """Raises ValueError when every global batch would leave a replica with no examples."""
+    shares = replica_shares(batch_size, replicas)
+    if min(shares) == 0:
+        multiple = replicas * max(1, round(batch_size / replicas))
+        raise ValueError(
+            f"batch size {batch_size} leaves a replica with no examples over {replicas} "
+            f"replicas (split {shares}); use a multiple of {replicas}, such as {multiple}"
+        )
+
+
+def padding_for_replicas(num_examples: int, batch_size: int, replicas: int) -> int:
+    """The fewest repeated examples after which the last batch of `num_examples` (in
+    batches of `batch_size`) gives every replica at least one example (0 when it already
+    does)."""
+    pad = 0
+    while True:
+        last = (num_examples + pad) % batch_size
+        if last == 0 or min(replica_shares(last, replicas)) > 0:
+            return pad
+        pad += 1
+
+
+def tolerate_uneven_batches(model: keras.Model) -> keras.Model:
+    """Lets `model.fit`/`evaluate`/`predict` start on a batch that splits unevenly.
+
+    Keras 3.15's TensorFlow trainer (`_maybe_symbolic_build`) averages the first batch
+    over the replicas (`strategy.reduce("MEAN", batch, axis=None)`) only to read its shapes
+    and dtypes; that needs equal shares and fails with "Inputs to operation AddN ... must
+    have the same size and shape" on, say, 5 validation images over 2 replicas. This model
+    reads the largest replica share instead. A no-op without a strategy or on other
+    backends. Returns `model`.
+    """
+    original = getattr(model, "_maybe_symbolic_build", None)
+    if original is None:
+        return model
+
+    def build(iterator=None, data_batch=None):
+        strategy = getattr(model, "_distribute_strategy", None)
+        if strategy is not None and iterator is not None and data_batch is None:
+            for _, _, batches in iterator:
+                data_batch = _largest_share(strategy, next(batches))
+                break
+        return original(data_batch=data_batch)
+
+    model._maybe_symbolic_build = build
+    return model
+
+
+def _largest_share(strategy: tf.distribute.Strategy, batch):
+    leaves = tree.flatten(batch)
+    if not leaves or not all(isinstance(v, tf.distribute.DistributedValues) for v in leaves):
+        return batch
+    sizes = [int(tf.shape(t)[0]) for t in strategy.experimental_local_results(leaves[0])]
+    index = int(np.argmax(sizes))
+    return tree.map_structure(lambda v: strategy.experimental_local_results(v)[index], batch)

@@ -34,7 +34,13 @@ from training.evaluate import evaluate_model
 from training.losses import SparseCrossentropyWithSmoothing
 from training.plots import plot_curves
 from training.presets import get_preset, make_optimizer
-from training.strategy import STRATEGIES, is_multi_worker, make_strategy, mixed_precision_policy
+from training.strategy import (
+    STRATEGIES,
+    is_multi_worker,
+    make_strategy,
+    mixed_precision_policy,
+    tolerate_uneven_batches,
+)
 
 
 class TrainingDiverged(RuntimeError):
@@ -261,6 +267,7 @@ def compile_model(
         metrics={"main": metrics} if output_names else metrics,
         jit_compile=False,  # XLA fails under MirroredStrategy on logical CPUs
     )
+    tolerate_uneven_batches(model)
 
 
 def train_and_evaluate(
@@ -308,6 +315,8 @@ def train_and_evaluate(
     keras.config.set_dtype_policy(mixed_precision_policy() if config.mixed_precision else "float32")
 
     datasets = load_data(config, strategy)
+    if datasets.train_repeats:
+        print(repeats_message(datasets, strategy.num_replicas_in_sync))
     with strategy.scope():
         model = build_model(config, datasets.image_shape, datasets.num_classes)
         compile_model(model, config, num_train=datasets.num_train)
@@ -413,6 +422,7 @@ def write_metrics(
         "inference_params": params[1],
         "replicas": replicas,
         "skipped_files": datasets.skipped.count,
+        "train_repeats": datasets.train_repeats,
         "skipped": [list(item) for item in datasets.skipped.files],
         **(extra or {}),
     }
@@ -430,6 +440,13 @@ def write_metrics(
         "inference.keras, export/, metrics.json, logs/ (TensorBoard)."
     )
     return metrics
+
+
+def repeats_message(datasets: data_lib.Datasets, replicas: int) -> str:
+    return (
+        f"Each epoch repeats {datasets.train_repeats} of the {datasets.num_train} training "
+        f"images, so that its last batch gives each of the {replicas} replicas at least one."
+    )
 
 
 def _backed_up_epochs(backup_dir: str) -> int:
