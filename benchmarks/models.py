@@ -25,13 +25,19 @@ import argparse
 import dataclasses
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-import keras
-import numpy as np
-import tensorflow as tf
+if not __package__:  # run by path (`python benchmarks/models.py`): import from the repo root,
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    # and set the process up before TensorFlow is imported (benchmarks/__init__.py).
+    import benchmarks  # noqa: F401
 
-import keras_inception as ki
-from benchmarks import common
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import keras_inception as ki  # noqa: E402
+from benchmarks import common  # noqa: E402
 
 MODELS = ("inception_v3", "keras_inception_v3", "googlenet", "googlenet_aux", "inception_v2")
 DEFAULT_MODELS = ("inception_v3", "keras_inception_v3", "googlenet", "googlenet_aux")

@@ -28,15 +28,21 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
-import keras
-import numpy as np
-import tensorflow as tf
+if not __package__:  # run by path (`python benchmarks/pipeline.py`): import from the repo root,
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    # and set the process up before TensorFlow is imported (benchmarks/__init__.py).
+    import benchmarks  # noqa: F401
 
-from benchmarks import common
-from benchmarks import models as model_bench
-from training import augment
-from training import data as data_lib
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from benchmarks import common  # noqa: E402
+from benchmarks import models as model_bench  # noqa: E402
+from training import augment  # noqa: E402
+from training import data as data_lib  # noqa: E402
 
 COLUMNS = ("pipeline", "input", "pipeline img/s", "against", "against img/s", "ratio")
 

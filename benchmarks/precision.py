@@ -27,14 +27,20 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
-import keras
-import numpy as np
-import tensorflow as tf
+if not __package__:  # run by path (`python benchmarks/precision.py`): import from the repo root,
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    # and set the process up before TensorFlow is imported (benchmarks/__init__.py).
+    import benchmarks  # noqa: F401
 
-from benchmarks import common
-from training import data as data_lib
-from training import train as train_lib
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from benchmarks import common  # noqa: E402
+from training import data as data_lib  # noqa: E402
+from training import train as train_lib  # noqa: E402
 
 COLUMNS = (
     "policy",

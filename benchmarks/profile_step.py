@@ -23,11 +23,17 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
-import tensorflow as tf
+if not __package__:  # run by path (`python benchmarks/profile_step.py`): import from the repo root,
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    # and set the process up before TensorFlow is imported (benchmarks/__init__.py).
+    import benchmarks  # noqa: F401
 
-from benchmarks import common
-from benchmarks import models as model_bench
+import tensorflow as tf  # noqa: E402
+
+from benchmarks import common  # noqa: E402
+from benchmarks import models as model_bench  # noqa: E402
 
 COLUMNS = ("op type", "ms / step", "share %", "calls / step")
 

@@ -5,9 +5,17 @@ They check that the scripts run and report what they claim, not any speed. A scr
 runs are `large`; the helpers they are built from are tested in the fast suite.
 """
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from benchmarks import common, models, pipeline, precision
+from training import quiet
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_format_table_aligns_and_formats():
@@ -107,3 +115,20 @@ def test_generated_precision_data_shapes():
     x, y = next(iter(data.train))
     assert x.shape == (16, 28, 28, 1) and float(x.numpy().min()) >= -1.0
     assert int(y.numpy().min()) >= 0 and int(y.numpy().max()) < 10
+
+
+@pytest.mark.parametrize("script", ["models", "pipeline", "precision", "profile_step"])
+def test_script_runs_by_path_from_another_folder(script, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / f"{script}.py"), "--help"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith(f"usage: python -m benchmarks.{script} [-h]")
+    if not quiet.nvidia_driver_present():  # TensorFlow's start-up lines are filtered out
+        assert result.stderr == ""

@@ -1,7 +1,8 @@
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from training import quiet
+
+quiet.quiet_tensorflow_startup()  # before training.cli imports TensorFlow
 
 from training.cli import main  # noqa: E402
 
