@@ -20,6 +20,7 @@ from training.train import TrainConfig
 from training.tuning import (
     InceptionHyperModel,
     TuneConfig,
+    _prepare_workdir,
     objective_name,
     pareto_front,
     reduce_fields,
@@ -127,6 +128,31 @@ def test_best_specs_rebuild_the_scaled_model(tmp_path):
     )  # fmt: skip
     assert rebuilt.count_params() == trained.count_params()
     assert [w.shape for w in rebuilt.weights] == [w.shape for w in trained.weights]
+
+
+def test_search_saved_before_a_field_existed_still_resumes(tmp_path):
+    """tune_config.json written before a TrainConfig or TuneConfig field existed: the
+    missing field counts as its default; another value is still another search."""
+    config, tune_config = TrainConfig(epochs=3, **SMALL), TuneConfig(max_params=1000)
+    _prepare_workdir(config, tune_config, str(tmp_path))
+    path = tmp_path / "tune_config.json"
+    full = json.loads(path.read_text())
+    old = json.loads(path.read_text())
+    del old["train"]["strategy"], old["tune"]["search_aux_weight"]
+    path.write_text(json.dumps(old))
+    _prepare_workdir(config, tune_config, str(tmp_path))
+    assert json.loads(path.read_text()) == full
+
+    path.write_text(json.dumps(old))
+    changed = TrainConfig(epochs=3, strategy="onedevice", **SMALL)
+    with pytest.raises(
+        ValueError,
+        match=r"holds a search with another configuration \(differs in "
+        r"\['train.strategy', 'tune.search_aux_weight'\]\); use another --workdir",
+    ):
+        _prepare_workdir(
+            changed, TuneConfig(max_params=1000, search_aux_weight=True), str(tmp_path)
+        )
 
 
 def test_pareto_front():

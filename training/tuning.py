@@ -45,6 +45,7 @@ from training import data as data_lib
 from training.presets import get_preset
 from training.strategy import make_strategy, parse_tf_config, resolve_strategy_name
 from training.train import TrainConfig, build_model, compile_model, load_data
+from training.workdir import check_config
 
 SPACES = ("per_module", "bottleneck_ratio")
 TUNERS = ("random", "bayesian", "hyperband")
@@ -53,6 +54,7 @@ WIDTH_FRACTIONS = (0.125, 0.25, 0.5, 0.75, 1.0)
 # Consecutive trials failing for a reason other than the budget that end the search.
 MAX_CONSECUTIVE_FAILURES = 3
 INFO_FILE = "tuning.json"
+CONFIG_FILE = "tune_config.json"
 
 DEFAULT_TABLES: Mapping[str, Mapping[str, Any]] = {
     "googlenet": ki.GOOGLENET_SPECS,
@@ -456,25 +458,19 @@ def format_table(rows: list[dict], objective: str, width_names: list[str]) -> st
 
 
 def _prepare_workdir(config: TrainConfig, tune_config: TuneConfig, workdir: str) -> None:
+    """Refuses a workdir holding another search; a field missing from its saved
+    `tune_config.json` (added to TrainConfig or TuneConfig later) counts as its default."""
     os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, "tune_config.json")
     current = {"train": dataclasses.asdict(config), "tune": dataclasses.asdict(tune_config)}
-    current = json.loads(json.dumps(current))
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            previous = json.load(f)
-        if previous != current:
-            changed = sorted(
-                f"{part}.{k}"
-                for part in current
-                for k in current[part]
-                if previous.get(part, {}).get(k) != current[part][k]
-            )
-            raise ValueError(
-                f"workdir {workdir!r} holds a search with another configuration (differs "
-                f"in {changed}); use another --workdir"
-            )
-    _write_json(path, current)
+    defaults = {
+        "train": dataclasses.asdict(TrainConfig()),
+        "tune": dataclasses.asdict(TuneConfig()),
+    }
+    current, defaults = json.loads(json.dumps(current)), json.loads(json.dumps(defaults))
+    check_config(
+        workdir, CONFIG_FILE, current, defaults, what="search", advice="use another --workdir"
+    )
+    _write_json(os.path.join(workdir, CONFIG_FILE), current)
 
 
 def tune(
