@@ -20,6 +20,8 @@ from training.train import TrainConfig
 from training.tuning import (
     InceptionHyperModel,
     TuneConfig,
+    _prepare_workdir,
+    model_counts,
     objective_name,
     pareto_front,
     reduce_fields,
@@ -129,6 +131,69 @@ def test_best_specs_rebuild_the_scaled_model(tmp_path):
     assert [w.shape for w in rebuilt.weights] == [w.shape for w in trained.weights]
 
 
+def test_params_and_macs_count_the_inference_model(tmp_path):
+    """Issue 11: `params` and `macs` describe the model that the README rebuilds from
+    best_specs.json (no auxiliary heads); `train_params` and `train_macs` the training
+    model, whose auxiliary heads' fully connected layers dominate at this width."""
+    hm = hypermodel(max_params=1)
+    hm.record_dir = str(tmp_path)
+    hp = kt.HyperParameters()
+    hp.Fixed("4a_reduce3x3", 24)
+    model = hm.build(hp)
+    with pytest.raises(kt.errors.FailedTrialError, match="max_params 1$"):
+        hm.fit(hp, model)
+    info = json.loads((tmp_path / "tuning.json").read_text())
+    ki.save_specs(hm.final_table(hp), tmp_path / "best_specs.json")
+    rebuilt = ki.build_googlenet(
+        specs=ki.load_specs(tmp_path / "best_specs.json"), stem="small", input_shape=(28, 28, 1),
+        classes=10,
+    )  # fmt: skip
+    assert info["params"] == rebuilt.count_params()
+    assert info["macs"] == ki.analysis.macs(rebuilt)
+    assert info["train_params"] == model.count_params() > 10 * info["params"]
+    assert info["train_macs"] == ki.analysis.macs(model) > info["macs"]
+    assert info["reason"].startswith(f"over budget: {info['params']:,} parameters")
+
+
+@pytest.mark.parametrize("budget", ["max_params", "max_macs"])
+def test_budget_counts_the_inference_model(budget, monkeypatch):
+    monkeypatch.setattr(keras.Model, "fit", lambda self, *args, **kwargs: "trained")
+    counts = model_counts(hypermodel().build(kt.HyperParameters()))
+    name = budget.removeprefix("max_")
+    between = (counts[name] + counts[f"train_{name}"]) // 2
+    assert counts[name] < between < counts[f"train_{name}"]
+    hm = hypermodel(**{budget: between})
+    assert hm.fit(kt.HyperParameters(), hm.build(kt.HyperParameters())) == "trained"
+    hm = hypermodel(**{budget: counts[name] - 1})
+    with pytest.raises(kt.errors.FailedTrialError, match=f"> {budget} {counts[name] - 1:,}"):
+        hm.fit(kt.HyperParameters(), hm.build(kt.HyperParameters()))
+
+
+def test_search_saved_before_a_field_existed_still_resumes(tmp_path):
+    """tune_config.json written before a TrainConfig or TuneConfig field existed: the
+    missing field counts as its default; another value is still another search."""
+    config, tune_config = TrainConfig(epochs=3, **SMALL), TuneConfig(max_params=1000)
+    _prepare_workdir(config, tune_config, str(tmp_path))
+    path = tmp_path / "tune_config.json"
+    full = json.loads(path.read_text())
+    old = json.loads(path.read_text())
+    del old["train"]["strategy"], old["tune"]["search_aux_weight"]
+    path.write_text(json.dumps(old))
+    _prepare_workdir(config, tune_config, str(tmp_path))
+    assert json.loads(path.read_text()) == full
+
+    path.write_text(json.dumps(old))
+    changed = TrainConfig(epochs=3, strategy="onedevice", **SMALL)
+    with pytest.raises(
+        ValueError,
+        match=r"holds a search with another configuration \(differs in "
+        r"\['train.strategy', 'tune.search_aux_weight'\]\); use another --workdir",
+    ):
+        _prepare_workdir(
+            changed, TuneConfig(max_params=1000, search_aux_weight=True), str(tmp_path)
+        )
+
+
 def test_pareto_front():
     points = [(10, 0.5), (5, 0.4), (20, 0.45), (5, 0.3), (30, 0.9)]
     assert pareto_front(points) == [1, 0, 4]
@@ -157,18 +222,39 @@ def test_budget_rejects_before_training_and_does_not_end_the_search(
         raise AssertionError("a model over budget was trained")
 
     monkeypatch.setattr(keras.Model, "fit", no_training)
-    config = TrainConfig(data_dir=fmnist_dir, epochs=3, image_size=16, aux=False, **SMALL)
+    config = TrainConfig(data_dir=fmnist_dir, epochs=3, image_size=16, aux=True, **SMALL)
     # 4 rejections in a row: more than KerasTuner's 3 consecutive failures.
     out = tune(config, TuneConfig(tuner=tuner, max_trials=4, max_params=1000), str(tmp_path))
     rows = read_trials(tmp_path)
     # Hyperband ignores max_trials: its bracket for max_epochs 3 (factor 3) holds 5 trials.
     assert [r["status"] for r in rows] == ["REJECTED"] * (5 if tuner == "hyperband" else 4)
-    assert all("max_params 1,000" in r["reason"] and int(r["params"]) > 1000 for r in rows)
+    assert all(f"{int(r['params']):,} parameters > max_params 1,000" in r["reason"] for r in rows)
     assert all(float(r["seconds"]) < 30 for r in rows)
     assert out["best"] is None and not (tmp_path / "best_specs.json").exists()
     assert (tmp_path / "pareto.png").exists()
+    # params and macs: the trial's widths rebuilt without auxiliary heads.
+    row = out["rows"][-1]
+    hp = kt.HyperParameters()
+    for key, field in reduce_fields(ki.GOOGLENET_SPECS):
+        hp.Fixed(f"{key}_{field}", row[f"{key}_{field}"])
+    rebuilt = ki.build_googlenet(
+        specs=hypermodel().final_table(hp), stem="small", input_shape=(16, 16, 1), classes=10
+    )
+    assert row["params"] == rebuilt.count_params() < row["train_params"]
+    assert row["macs"] == ki.analysis.macs(rebuilt) < row["train_macs"]
+    assert all(r["params"] < r["train_params"] for r in out["rows"])
 
-    # The same search again on the same workdir: every trial is done, none runs again.
+    # The same search again on the same workdir: every trial is done, none runs again. The
+    # workdir is made older: tune_config.json lacks fields added since, and trial 0 was
+    # recorded when params and macs counted the auxiliary heads (no train_ columns).
+    path = tmp_path / "tune_config.json"
+    old = json.loads(path.read_text())
+    del old["train"]["strategy"], old["tune"]["search_aux_weight"]
+    path.write_text(json.dumps(old))
+    first = sorted(tmp_path.glob("search/trial_*/tuning.json"))[0]
+    info = json.loads(first.read_text())
+    info["params"], info["macs"] = info.pop("train_params"), info.pop("train_macs")
+    first.write_text(json.dumps(info))
     infos = sorted(tmp_path.glob("search/trial_*/tuning.json"))
     stamps = [os.stat(p).st_mtime_ns for p in infos]
     tune(config, TuneConfig(tuner=tuner, max_trials=4, max_params=1000), str(tmp_path))
@@ -190,7 +276,7 @@ def test_search_two_replicas_resumes_and_rebuilds_best(fmnist_dir, tmp_path):
         from training.cli import main
         sys.exit(main([
             "tune", "--model", "googlenet", "--data-dir", {fmnist_dir!r}, "--epochs", "1",
-            "--batch-size", "32", "--image-size", "16", "--no-aux", "--width-multiplier",
+            "--batch-size", "32", "--image-size", "16", "--width-multiplier",
             "0.125", "--min-depth", "4", "--replicas", "2", "--space", "bottleneck_ratio",
             "--tuner", "random", "--max-trials", "3", "--max-macs", "5000000",
             "--workdir", {str(workdir)!r},
@@ -201,19 +287,20 @@ def test_search_two_replicas_resumes_and_rebuilds_best(fmnist_dir, tmp_path):
     assert len(rows) == 3, first.stdout
     assert "Paper widths" in first.stdout
     completed = [r for r in rows if r["status"] == "COMPLETED"]
-    assert completed and all(0.0 <= float(r["val_accuracy"]) <= 1.0 for r in completed)
-    for r in rows:  # the budget splits the trials by their multiply-adds
+    assert completed and all(0.0 <= float(r["val_main_accuracy"]) <= 1.0 for r in completed)
+    for r in rows:  # the budget splits the trials by their multiply-adds without aux heads
         assert (r["status"] == "REJECTED") == (int(r["macs"]) > 5_000_000)
     with open(workdir / "tune_config.json") as f:
         assert json.load(f)["train"]["replicas"] == 2
 
-    best = max(completed, key=lambda r: float(r["val_accuracy"]))
+    best = max(completed, key=lambda r: float(r["val_main_accuracy"]))
+    # The README's rebuild (no auxiliary heads) is the model that params and macs count.
     rebuilt = ki.build_googlenet(
         specs=ki.load_specs(workdir / "best_specs.json"), input_shape=(16, 16, 1), classes=10,
         stem="small",
     )  # fmt: skip
-    assert rebuilt.count_params() == int(best["params"])
-    assert ki.analysis.macs(rebuilt) == int(best["macs"])
+    assert rebuilt.count_params() == int(best["params"]) < int(best["train_params"])
+    assert ki.analysis.macs(rebuilt) == int(best["macs"]) < int(best["train_macs"])
 
     infos = sorted(workdir.glob("search/trial_*/tuning.json"))
     stamps = [os.stat(p).st_mtime_ns for p in infos]

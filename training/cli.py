@@ -193,9 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=10,
         help="trials, rejected ones included (hyperband: unused, --epochs is max_epochs)",
     )
-    tune.add_argument("--max-params", type=_positive_int, help="reject larger models")
     tune.add_argument(
-        "--max-macs", type=_positive_int, help="reject models with more multiply-adds per image"
+        "--max-params",
+        type=_positive_int,
+        help="reject models with more parameters (inference model: auxiliary heads stripped)",
+    )
+    tune.add_argument(
+        "--max-macs",
+        type=_positive_int,
+        help="reject models with more multiply-adds per image (inference model)",
     )
     tune.add_argument(
         "--search-learning-rate", action="store_true", help="also search the learning rate"

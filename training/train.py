@@ -141,24 +141,20 @@ def _read_json(path: str) -> Any:
 
 def prepare_workdir(config: TrainConfig, workdir: str, overwrite: bool) -> dict | None:
     """Returns the finished run's metrics when there is one and `overwrite` is False."""
+    from training.workdir import check_config
+
     metrics_path = os.path.join(workdir, "metrics.json")
     config_path = os.path.join(workdir, "config.json")
     if overwrite and os.path.isdir(workdir):
         shutil.rmtree(workdir)
     os.makedirs(workdir, exist_ok=True)
-    if os.path.exists(config_path):
-        previous = _read_json(config_path)
-        current = json.loads(json.dumps(dataclasses.asdict(config), default=_json_default))
-        # A field added after the run started counts as its default.
-        defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig()), default=_json_default))
-        changed = sorted(k for k in current if previous.get(k, defaults[k]) != current[k])
-        if changed:
-            raise ValueError(
-                f"workdir {workdir!r} holds a run with another configuration (differs in "
-                f"{changed}); use another --workdir or pass --overwrite"
-            )
-        if os.path.exists(metrics_path):
-            return _read_json(metrics_path)
+    current = json.loads(json.dumps(dataclasses.asdict(config), default=_json_default))
+    # A field added after the run started counts as its default.
+    defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig()), default=_json_default))
+    advice = "use another --workdir or pass --overwrite"
+    resumed = check_config(workdir, "config.json", current, defaults, what="run", advice=advice)
+    if resumed and os.path.exists(metrics_path):
+        return _read_json(metrics_path)
     _write_json(config_path, dataclasses.asdict(config))
     return None
 

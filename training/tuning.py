@@ -14,8 +14,12 @@ that `train` builds from the same config. The workdir gets:
     pareto.png         validation accuracy against multiply-adds, Pareto front marked
     best_specs.json    the best trial's final width table (`keras_inception.load_specs`)
 
-A configuration over the `max_params` / `max_macs` budget is rejected after it is built
-and before any training: its trial is marked FAILED with the reason (KerasTuner's
+`params` and `macs` count the inference model, the auxiliary heads stripped
+(`keras_inception.strip_aux_heads`, as `train` exports it and as `best_specs.json`
+rebuilds it); `train_params` and `train_macs` count the training model, auxiliary heads
+included (the same numbers without them). A configuration whose inference model is over
+the `max_params` / `max_macs` budget is rejected after it is built and before any
+training: its trial is marked FAILED with the reason (KerasTuner's
 `FailedTrialError`, no retries). Rejected trials count toward `max_trials`, as every
 KerasTuner trial does, but never end the search: only three consecutive trials that fail
 for another reason do (KerasTuner's default rule, applied to real failures only).
@@ -45,6 +49,7 @@ from training import data as data_lib
 from training.presets import get_preset
 from training.strategy import make_strategy, parse_tf_config, resolve_strategy_name
 from training.train import TrainConfig, build_model, compile_model, load_data
+from training.workdir import check_config
 
 SPACES = ("per_module", "bottleneck_ratio")
 TUNERS = ("random", "bayesian", "hyperband")
@@ -53,6 +58,7 @@ WIDTH_FRACTIONS = (0.125, 0.25, 0.5, 0.75, 1.0)
 # Consecutive trials failing for a reason other than the budget that end the search.
 MAX_CONSECUTIVE_FAILURES = 3
 INFO_FILE = "tuning.json"
+CONFIG_FILE = "tune_config.json"
 
 DEFAULT_TABLES: Mapping[str, Mapping[str, Any]] = {
     "googlenet": ki.GOOGLENET_SPECS,
@@ -72,8 +78,10 @@ class TuneConfig:
             to "random".
         max_trials: int. Trials to run, rejected ones included (not used by hyperband,
             whose budget is `TrainConfig.epochs` as `max_epochs`). Defaults to 10.
-        max_params: int or None. Reject configurations with more parameters.
-        max_macs: int or None. Reject configurations with more multiply-adds per image.
+        max_params: int or None. Reject configurations whose inference model (auxiliary
+            heads stripped) has more parameters. Defaults to None (no limit).
+        max_macs: int or None. Reject configurations whose inference model has more
+            multiply-adds per image. Defaults to None (no limit).
         search_learning_rate: bool. Also search the learning rate (log scale, 1/10 to 10
             times the run's). Defaults to False.
         search_aux_weight: bool. Also search the auxiliary loss weight. Defaults to False.
@@ -98,6 +106,29 @@ class TuneConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{label} must be a positive integer; received {value!r}")
+
+
+def model_counts(model: keras.Model) -> dict[str, int]:
+    """Parameters and multiply-adds per image of the inference model (`params`, `macs`:
+    auxiliary heads stripped, what `best_specs.json` rebuilds) and of the training model
+    (`train_params`, `train_macs`: auxiliary heads included).
+
+    Example:
+    >>> kw = dict(input_shape=(32, 32, 3), classes=10, stem="small")
+    >>> model = ki.build_googlenet(aux_logits=True, **kw)
+    >>> counts = model_counts(model)
+    >>> counts["params"] == ki.build_googlenet(**kw).count_params()
+    True
+    >>> counts["train_params"] == model.count_params() > counts["params"]
+    True
+    """
+    inference = ki.strip_aux_heads(model)  # shares the model's layers and weights
+    return {
+        "params": inference.count_params(),
+        "train_params": model.count_params(),
+        "macs": count_macs(inference),
+        "train_macs": count_macs(model),
+    }
 
 
 def objective_name(model: keras.Model) -> str:
@@ -133,9 +164,10 @@ class InceptionHyperModel(kt.HyperModel):
         `learning_rate` (with `search_learning_rate`) and `aux_loss_weight` (with
         `search_aux_weight`, models with auxiliary heads only).
 
-    `fit` rejects a model over the budget before training (`kt.errors.FailedTrialError`)
-    and, when `record_dir` is set (the tuner sets it per trial), writes the trial's
-    params, multiply-adds, seconds and any rejection reason to `record_dir/tuning.json`.
+    `fit` rejects a model whose inference model is over the budget before training
+    (`kt.errors.FailedTrialError`) and, when `record_dir` is set (the tuner sets it per
+    trial), writes the trial's `model_counts`, seconds and any rejection reason to
+    `record_dir/tuning.json`.
 
     Args:
         config: TrainConfig. The model, width controls and optimizer of every trial.
@@ -250,8 +282,13 @@ class InceptionHyperModel(kt.HyperModel):
         )
         return model
 
+    def counts(self, hp: kt.HyperParameters) -> dict[str, int]:
+        """`model_counts` of the model for `hp` (built, not trained)."""
+        return model_counts(self.build(hp))
+
     def over_budget(self, params: int, macs: int) -> str | None:
-        """Why a model of `params` and `macs` is rejected, or None within the budget."""
+        """Why an inference model of `params` and `macs` is rejected, or None within the
+        budget."""
         budget = self.tune_config
         if budget.max_params is not None and params > budget.max_params:
             return f"over budget: {params:,} parameters > max_params {budget.max_params:,}"
@@ -261,7 +298,7 @@ class InceptionHyperModel(kt.HyperModel):
 
     def fit(self, hp: kt.HyperParameters, model: keras.Model, *args, **kwargs):
         start = time.perf_counter()
-        info = {"params": model.count_params(), "macs": count_macs(model)}
+        info: dict[str, Any] = model_counts(model)
         info["reason"] = self.over_budget(info["params"], info["macs"])
         if info["reason"]:
             self._record(info, start)
@@ -363,13 +400,21 @@ def _read_info(trial_dir: str) -> dict | None:
 
 
 def trial_rows(tuner: kt.Tuner, hypermodel: InceptionHyperModel) -> list[dict]:
-    """One dict per trial: id, status, params, macs, objective, seconds, reason, widths."""
+    """One dict per trial: id, status, params, train_params, macs, train_macs, objective,
+    seconds, reason, widths.
+
+    A trial recorded before the inference counts existed (its `params` and `macs` counted
+    the auxiliary heads, and it has no `train_params`) is counted again from its
+    hyperparameters, so that one column never mixes the two countings.
+    """
     objective = tuner.oracle.objective.name
     names = [hp.name for hp in tuner.oracle.hyperparameters.space]
     rows = []
     for trial_id in sorted(tuner.oracle.trials):
         trial = tuner.oracle.trials[trial_id]
         info = _read_info(tuner.get_trial_dir(trial_id)) or {}
+        if "params" in info and "train_params" not in info:
+            info = {**info, **hypermodel.counts(trial.hyperparameters)}
         value = None
         if trial.status == "COMPLETED" and trial.metrics.exists(objective):
             value = trial.metrics.get_best_value(objective)
@@ -378,7 +423,9 @@ def trial_rows(tuner: kt.Tuner, hypermodel: InceptionHyperModel) -> list[dict]:
             "trial_id": trial_id,
             "status": status,
             "params": info.get("params"),
+            "train_params": info.get("train_params"),
             "macs": info.get("macs"),
+            "train_macs": info.get("train_macs"),
             objective: value,
             "seconds": info.get("seconds"),
             "reason": info.get("reason") or "",
@@ -401,7 +448,8 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 
 def plot_pareto(rows: list[dict], objective: str, default_macs: int, path: str) -> None:
-    """Validation accuracy against multiply-adds; the Pareto front and the paper default."""
+    """Validation accuracy against the inference model's multiply-adds; the Pareto front
+    and the paper default."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -423,7 +471,7 @@ def plot_pareto(rows: list[dict], objective: str, default_macs: int, path: str) 
         for r in defaults:
             ax.scatter([r["macs"]], [r[objective]], marker="*", s=250, c="k", zorder=3)
     ax.axvline(default_macs, color="k", linestyle="--", label="paper widths")
-    ax.set_xlabel("multiply-adds per image")
+    ax.set_xlabel("multiply-adds per image (inference: no auxiliary heads)")
     ax.set_ylabel(objective)
     ax.set_title("bottleneck-width search")
     ax.grid(alpha=0.3)
@@ -434,47 +482,49 @@ def plot_pareto(rows: list[dict], objective: str, default_macs: int, path: str) 
 
 
 def format_table(rows: list[dict], objective: str, width_names: list[str]) -> str:
-    """The printed summary: one line per trial, Pareto-front trials starred."""
+    """The printed summary: one line per trial, Pareto-front trials starred.
+
+    `params` and `macs` are the inference model's; the training model's `train_params` and
+    `train_macs` columns are added where a trial's differ (a model with auxiliary heads).
+    """
     done = [r for r in rows if r[objective] is not None]
     front = {done[i]["trial_id"] for i in pareto_front([(r["macs"], r[objective]) for r in done])}
-    header = f"{'trial':>6} {'status':>9} {'params':>11} {'macs':>14} {objective:>18} {'s':>7}"
-    lines = [header + ("  widths" if width_names else "")]
+    columns = [("params", 11), ("macs", 14)]
+    if any(r.get("train_params") not in (None, r["params"]) for r in rows):
+        columns = [("params", 11), ("train_params", 12), ("macs", 14), ("train_macs", 14)]
+    header = f"{'trial':>6} {'status':>9} " + " ".join(f"{name:>{w}}" for name, w in columns)
+    lines = [header + f" {objective:>18} {'s':>7}" + ("  widths" if width_names else "")]
     for r in rows:
         value = "" if r[objective] is None else f"{r[objective]:.4f}"
         if r["trial_id"] in front:
             value = "* " + value
-        params = "" if r["params"] is None else f"{r['params']:,}"
-        macs = "" if r["macs"] is None else f"{r['macs']:,}"
+        counts = " ".join(
+            f"{'' if r.get(name) is None else f'{r[name]:,}':>{w}}" for name, w in columns
+        )
         seconds = "" if r["seconds"] is None else f"{r['seconds']:.1f}"
         widths = " ".join(str(r[name]) for name in width_names)
         lines.append(
-            f"{r['trial_id']:>6} {r['status']:>9} {params:>11} {macs:>14} {value:>18} "
-            f"{seconds:>7}  {widths}"
+            f"{r['trial_id']:>6} {r['status']:>9} {counts} {value:>18} {seconds:>7}  {widths}"
         )
     lines.append("* on the Pareto front (no cheaper trial is as accurate)")
+    lines.append("params, macs: the inference model (auxiliary heads stripped)")
     return "\n".join(lines)
 
 
 def _prepare_workdir(config: TrainConfig, tune_config: TuneConfig, workdir: str) -> None:
+    """Refuses a workdir holding another search; a field missing from its saved
+    `tune_config.json` (added to TrainConfig or TuneConfig later) counts as its default."""
     os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, "tune_config.json")
     current = {"train": dataclasses.asdict(config), "tune": dataclasses.asdict(tune_config)}
-    current = json.loads(json.dumps(current))
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            previous = json.load(f)
-        if previous != current:
-            changed = sorted(
-                f"{part}.{k}"
-                for part in current
-                for k in current[part]
-                if previous.get(part, {}).get(k) != current[part][k]
-            )
-            raise ValueError(
-                f"workdir {workdir!r} holds a search with another configuration (differs "
-                f"in {changed}); use another --workdir"
-            )
-    _write_json(path, current)
+    defaults = {
+        "train": dataclasses.asdict(TrainConfig()),
+        "tune": dataclasses.asdict(TuneConfig()),
+    }
+    current, defaults = json.loads(json.dumps(current)), json.loads(json.dumps(defaults))
+    check_config(
+        workdir, CONFIG_FILE, current, defaults, what="search", advice="use another --workdir"
+    )
+    _write_json(os.path.join(workdir, CONFIG_FILE), current)
 
 
 def tune(
@@ -502,7 +552,8 @@ def tune(
     with strategy.scope():
         default_model = hypermodel.build(kt.HyperParameters())
     objective = objective_name(default_model)
-    default_params, default_macs = default_model.count_params(), count_macs(default_model)
+    default_counts = model_counts(default_model)
+    default_params, default_macs = default_counts["params"], default_counts["macs"]
     output_names = data_lib.output_names_of(default_model)
     del default_model
     keras.backend.clear_session()
@@ -525,7 +576,7 @@ def tune(
     for row in rows:
         row["is_default"] = all(row.get(k) == v for k, v in defaults.items())
     width_names = [name for name in defaults if name not in ("learning_rate", "aux_loss_weight")]
-    fields = list(rows[0]) if rows else ["trial_id", "status", "params", "macs", objective]
+    fields = list(rows[0]) if rows else ["trial_id", "status", *default_counts, objective]
     with open(os.path.join(workdir, "trials.csv"), "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
@@ -538,8 +589,15 @@ def tune(
         hp = tuner.oracle.trials[best["trial_id"]].hyperparameters
         ki.save_specs(hypermodel.final_table(hp), os.path.join(workdir, "best_specs.json"))
     print(format_table(rows, objective, width_names))
+    training_graph = ""
+    if default_counts["train_params"] != default_params:
+        training_graph = (
+            f" (with the auxiliary heads: {default_counts['train_params']:,} parameters, "
+            f"{default_counts['train_macs']:,} multiply-adds)"
+        )
     print(
-        f"Paper widths: {default_params:,} parameters, {default_macs:,} multiply-adds. "
+        f"Paper widths: {default_params:,} parameters, {default_macs:,} multiply-adds"
+        f"{training_graph}. "
         + (
             f"Best: trial {best['trial_id']}, {objective} {best[objective]:.4f}, "
             f"{best['params']:,} parameters, {best['macs']:,} multiply-adds."
