@@ -108,6 +108,7 @@ def build_googlenet(
     aux_dropout: float = 0.7,
     batch_norm: bool = True,
     sync_batch_norm: bool = False,
+    bn_momentum: float = 0.99,
     branch5x5_kernel: int = 5,
     dropout: float = 0.4,
     stem: str = "imagenet",
@@ -149,6 +150,9 @@ def build_googlenet(
         batch_norm: bool. BN after every conv, no conv bias. False is the paper: conv
             bias and local response normalization in the stem. Defaults to True.
         sync_batch_norm: bool. Synchronized BN across replicas. Defaults to False.
+        bn_momentum: float. Momentum of the BN moving mean and variance (Keras's:
+            `moving = momentum * moving + (1 - momentum) * batch`). Lower it when an
+            epoch has few steps. Defaults to 0.99.
         branch5x5_kernel: int. 5 (paper) or 3 (TF-Slim/torchvision). Defaults to 5.
         dropout: float. Dropout before the classifier. Defaults to 0.4 (paper).
         stem: str. "imagenet" (7x7/2 conv and two 3x3/2 max pools) or "small" (3x3/1
@@ -193,7 +197,9 @@ def build_googlenet(
         specs=specs,
         dropout=dropout,
         name=name,
-        style=ConvStyle(batch_norm=batch_norm, sync_batch_norm=sync_batch_norm),
+        style=ConvStyle(
+            batch_norm=batch_norm, sync_batch_norm=sync_batch_norm, bn_momentum=bn_momentum
+        ),
         body_options={"branch5x5_kernel": branch5x5_kernel},
         aux_options={"dropout": aux_dropout},
     )

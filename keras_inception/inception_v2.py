@@ -138,6 +138,7 @@ def build_inception_v2(
     classifier_activation: str | None = "softmax",
     aux_logits: bool = False,
     sync_batch_norm: bool = False,
+    bn_momentum: float = 0.99,
     dropout: float = 0.2,
     stem: str = "imagenet",
     width_multiplier: float = 1.0,
@@ -187,6 +188,9 @@ def build_inception_v2(
             BN-Inception); outputs `{"main", "aux"}`, loss weight 0.4 in
             `default_loss_weights`. Defaults to False.
         sync_batch_norm: bool. Synchronized BN across replicas. Defaults to False.
+        bn_momentum: float. Momentum of the BN moving mean and variance (Keras's:
+            `moving = momentum * moving + (1 - momentum) * batch`). Lower it when an
+            epoch has few steps. Defaults to 0.99.
         dropout: float. Dropout before the classifier. Defaults to 0.2.
         stem: str. "imagenet" or "small" (stride 1, no max pools, for 32x32 inputs).
             Defaults to "imagenet".
@@ -227,6 +231,11 @@ def build_inception_v2(
         specs=specs,
         dropout=dropout,
         name=name,
-        style=ConvStyle(batch_norm=True, bn_scale=False, sync_batch_norm=sync_batch_norm),
+        style=ConvStyle(
+            batch_norm=True,
+            bn_scale=False,
+            sync_batch_norm=sync_batch_norm,
+            bn_momentum=bn_momentum,
+        ),
         aux_options=aux_options,
     )

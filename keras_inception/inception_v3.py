@@ -359,6 +359,7 @@ def build_inception_v3(
     classifier_activation: str | None = "softmax",
     aux_logits: bool = False,
     sync_batch_norm: bool = False,
+    bn_momentum: float = 0.99,
     dropout: float = 0.2,
     stem: str = "imagenet",
     width_multiplier: float = 1.0,
@@ -402,6 +403,9 @@ def build_inception_v3(
             `loss_weights=keras_inception.default_loss_weights(model)` (aux 0.4, TF-Slim).
             Defaults to False.
         sync_batch_norm: bool. Synchronized BN across replicas. Defaults to False.
+        bn_momentum: float. Momentum of the BN moving mean and variance (Keras's:
+            `moving = momentum * moving + (1 - momentum) * batch`). Lower it when an
+            epoch has few steps. Defaults to 0.99.
         dropout: float. Dropout before the classifier. Defaults to 0.2 (TF-Slim).
         stem: str. "imagenet" (keras.applications) or "small" (stride 1, padded, no max
             pools: stages at 32x32, 15x15 and 7x7 for a 32x32 input). Defaults to
@@ -442,6 +446,11 @@ def build_inception_v3(
         specs=specs,
         dropout=dropout,
         name=name,
-        style=ConvStyle(batch_norm=True, bn_scale=False, sync_batch_norm=sync_batch_norm),
+        style=ConvStyle(
+            batch_norm=True,
+            bn_scale=False,
+            sync_batch_norm=sync_batch_norm,
+            bn_momentum=bn_momentum,
+        ),
         aux_options=aux_head_v3_widths(width_multiplier, min_depth),
     )

@@ -32,6 +32,13 @@ class ConvStyle:
     bn_momentum: float = 0.99
     sync_batch_norm: bool = False
 
+    def __post_init__(self):
+        momentum = self.bn_momentum
+        if isinstance(momentum, bool) or not isinstance(momentum, int | float):
+            raise ValueError(f"bn_momentum must be a number in [0, 1); received {momentum!r}")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"bn_momentum must be in [0, 1); received {momentum!r}")
+
 
 def conv_bn_act(
     x,
