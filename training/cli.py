@@ -10,6 +10,7 @@ import dataclasses
 import json
 import sys
 
+from training.batchnorm import DEFAULT_IMAGES as DEFAULT_PRECISE_BN_IMAGES
 from training.presets import PRESETS
 from training.strategy import STRATEGIES
 
@@ -23,6 +24,28 @@ def _positive_int(text: str) -> int:
         ) from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer; received {text!r}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0; received {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0; received {text!r}")
+    return value
+
+
+def _momentum(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number in [0, 1); received {text!r}"
+        ) from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1); received {text!r}")
     return value
 
 
@@ -130,6 +153,28 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--augment", action=argparse.BooleanOptionalAction, default=True, help="augmentation"
+    )
+    parser.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="random horizontal flips in the augmentation (default: on); --no-flip for data "
+        "whose mirror image is something else: digits, text, many signs",
+    )
+    parser.add_argument(
+        "--bn-momentum",
+        type=_momentum,
+        default=0.99,
+        help="momentum of the batch-norm moving averages (default 0.99, a horizon of about "
+        "100 steps)",
+    )
+    parser.add_argument(
+        "--precise-bn-images",
+        type=_nonnegative_int,
+        default=DEFAULT_PRECISE_BN_IMAGES,
+        help="before every validation and the final test, re-estimate the batch-norm "
+        "statistics over this many training images with the current weights (default "
+        f"{DEFAULT_PRECISE_BN_IMAGES}); 0 keeps the moving averages",
     )
     parser.add_argument("--workdir", required=True, help="where the run's files go")
     parser.add_argument(

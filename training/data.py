@@ -92,6 +92,9 @@ class DataConfig:
         deterministic: bool. Same seed, same batches (order and augmentation). Defaults to
             False (random augmentation seeds, parallel map may reorder).
         augment: bool. Random crop/flip/colour on train. Defaults to True.
+        flip: bool. Random horizontal flips in that augmentation. Turn them off for data
+            whose mirror image is something else: digits, text, many signs. Defaults to
+            True.
         pca_lighting: bool. AlexNet PCA lighting noise on train (RGB only). Defaults to False.
         cache: bool or None. Cache decoded (or, for large images, encoded) examples before
             augmentation; None caches when they fit comfortably in memory.
@@ -107,6 +110,7 @@ class DataConfig:
     seed: int = 0
     deterministic: bool = False
     augment: bool = True
+    flip: bool = True
     pca_lighting: bool = False
     cache: bool | None = None
 
@@ -724,7 +728,8 @@ def _train_fn(
         if config.augment:
             pad = augment.small_image_padding(size)
             image = augment.pad_and_random_crop(image, pad, crop_seed)
-            image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+            if config.flip:
+                image = tf.image.stateless_random_flip_left_right(image, flip_seed)
         image = tf.cast(image, tf.float32) / 255.0
         if config.pca_lighting:
             image = augment.pca_lighting(image, pca_seed)
@@ -741,7 +746,8 @@ def _train_fn(
                 image = augment.inception_crop(augment.convert_channels(x, channels), crop_seed)
             image = augment.resize(image, size) / 255.0
             image.set_shape([size, size, channels])
-            image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+            if config.flip:
+                image = tf.image.stateless_random_flip_left_right(image, flip_seed)
             image = augment.distort_color(image, color_seed)
         if config.pca_lighting:
             image = augment.pca_lighting(image, pca_seed)

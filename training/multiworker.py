@@ -426,14 +426,18 @@ def _train(config, workdir, strategy, is_chief: bool, *, out_dir: str) -> dict:
     }
     # A plain (one-device) copy of the model saves best.keras and the final files.
     plain = train_lib.build_model(config, shape, classes)
+    precise = train_lib.precise_batch_norm(model, config, datasets.train, datasets.num_train)
     train_lib.compile_model(plain, config, num_train=datasets.num_train)
 
     for index in range(resumed_at, config.epochs):
         timer.on_epoch_begin(index)
         train_logs = steps.run_epoch(train_ds, steps.train)
-        steps.sync_statistics()
         train_logs.pop("nll")
         timer.on_test_begin()
+        if precise is not None:  # the same exact statistics on every worker
+            precise.estimator.update(precise.dataset, precise.num_batches)
+        else:
+            steps.sync_statistics()
         val_logs = steps.run_epoch(val_ds, steps.evaluate)
         val_logs.pop("nll")
         timer.on_epoch_end(index)
@@ -467,6 +471,8 @@ def _train(config, workdir, strategy, is_chief: bool, *, out_dir: str) -> dict:
 
     with strategy.scope():
         optimizer.finalize_variable_values(model.trainable_variables)  # e.g. EMA weights
+    if precise is not None and optimizer.use_ema:  # the EMA weights need their own
+        precise.estimator.update(precise.dataset, precise.num_batches)
     start = time.perf_counter()
     test_logs = steps.run_epoch(test_ds, steps.evaluate)
     seconds = time.perf_counter() - start
@@ -489,6 +495,11 @@ def _train(config, workdir, strategy, is_chief: bool, *, out_dir: str) -> dict:
         params=(plain.count_params(), inference.count_params()),
         replicas=strategy.num_replicas_in_sync,
         resume_dir=write_dir,
-        extra={"strategy": "multiworker", "workers": _task(strategy)[1], "weights_sha256": digest},
+        extra={
+            "strategy": "multiworker",
+            "workers": _task(strategy)[1],
+            "weights_sha256": digest,
+            **train_lib.precise_bn_metrics(precise, config),
+        },
         verbose=is_chief,
     )

@@ -30,6 +30,8 @@ import tensorflow as tf
 
 import keras_inception as ki
 from training import data as data_lib
+from training.batchnorm import DEFAULT_IMAGES as DEFAULT_PRECISE_BN_IMAGES
+from training.batchnorm import PreciseBatchNorm, PreciseBatchNormCallback, num_batches_for
 from training.evaluate import evaluate_model
 from training.losses import SparseCrossentropyWithSmoothing
 from training.plots import plot_curves
@@ -41,6 +43,7 @@ from training.strategy import (
     mixed_precision_policy,
     tolerate_uneven_batches,
 )
+from training.workdir import check_config
 
 
 class TrainingDiverged(RuntimeError):
@@ -80,6 +83,12 @@ class TrainConfig:
         seed: int. Random seed for weights, data order and augmentation.
         deterministic: bool. Deterministic ops and data order.
         augment: bool. Training augmentation.
+        flip: bool. Random horizontal flips in the augmentation; turn off for data whose
+            mirror image is another thing (digits, text, many signs and charts).
+        bn_momentum: float. Momentum of the batch-norm moving averages (the builders').
+        precise_bn_images: int. Before every validation and before the final test and
+            export, re-estimate every batch-norm layer's statistics over this many
+            training images (`training.batchnorm`); 0 keeps the moving averages.
     """
 
     model: str = "googlenet"
@@ -108,6 +117,9 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     augment: bool = True
+    flip: bool = True
+    bn_momentum: float = 0.99
+    precise_bn_images: int = DEFAULT_PRECISE_BN_IMAGES
 
     def __post_init__(self):
         positive = {"batch_size": self.batch_size, "epochs": self.epochs}
@@ -120,6 +132,11 @@ class TrainConfig:
             )
         if self.train_limit is not None and self.train_limit < 1:
             raise ValueError(f"train_limit must be positive; received {self.train_limit!r}")
+        images = self.precise_bn_images
+        if isinstance(images, bool) or not isinstance(images, int) or images < 0:
+            raise ValueError(f"precise_bn_images must be an integer >= 0; received {images!r}")
+        if not 0 <= self.bn_momentum < 1:
+            raise ValueError(f"bn_momentum must be in [0, 1); received {self.bn_momentum!r}")
 
 
 def _json_default(value: Any):
@@ -141,8 +158,6 @@ def _read_json(path: str) -> Any:
 
 def prepare_workdir(config: TrainConfig, workdir: str, overwrite: bool) -> dict | None:
     """Returns the finished run's metrics when there is one and `overwrite` is False."""
-    from training.workdir import check_config
-
     metrics_path = os.path.join(workdir, "metrics.json")
     config_path = os.path.join(workdir, "config.json")
     if overwrite and os.path.isdir(workdir):
@@ -172,6 +187,7 @@ def load_data(config: TrainConfig, strategy: tf.distribute.Strategy | None) -> d
             seed=config.seed,
             deterministic=config.deterministic,
             augment=config.augment,
+            flip=config.flip,
         ),
         strategy=strategy,
     )
@@ -193,6 +209,7 @@ def build_model(
         width_multiplier=config.width_multiplier,
         min_depth=config.min_depth,
         bottleneck_ratio=config.bottleneck_ratio,
+        bn_momentum=config.bn_momentum,
     )
     if config.dropout is not None:
         kwargs["dropout"] = config.dropout
@@ -235,6 +252,33 @@ def make_run_optimizer(
         learning_rate=learning_rate or config.learning_rate,
         warmup_epochs=config.warmup_epochs,
     )
+
+
+def precise_batch_norm(
+    model: keras.Model, config: TrainConfig, train: tf.data.Dataset, num_train: int
+) -> PreciseBatchNormCallback | None:
+    """The callback that re-estimates the BN statistics over batches of `train` (of
+    `num_train` examples) before every validation, or None when
+    `config.precise_bn_images` is 0 or the model has no batch norm."""
+    if not config.precise_bn_images:
+        return None
+    estimator = PreciseBatchNorm(model)
+    if not estimator.layers:
+        return None
+    batches = num_batches_for(config.precise_bn_images, config.batch_size, num_train)
+    return PreciseBatchNormCallback(estimator, train, batches)
+
+
+def precise_bn_metrics(callback: PreciseBatchNormCallback | None, config: TrainConfig) -> dict:
+    """What metrics.json records of the precise-BN updates made by this process."""
+    if callback is None:
+        return {"precise_bn_images": 0}
+    seconds = callback.estimator.seconds
+    return {
+        "precise_bn_images": callback.estimator.images,
+        "precise_bn_batches": callback.num_batches,
+        "precise_bn_seconds": seconds,
+    }
 
 
 def compile_model(
@@ -331,6 +375,7 @@ def train_and_evaluate(
             f"{resumed_at + 1} of {config.epochs}."
         )
     timer = EpochTimer(os.path.join(workdir, "epoch_times.json"), datasets.num_train)
+    precise = precise_batch_norm(model, config, datasets.train, datasets.num_train)
     callbacks = [
         # Kept after fit, so that a run interrupted while it evaluates or exports resumes
         # there instead of training again; removed once metrics.json is written.
@@ -341,7 +386,8 @@ def train_and_evaluate(
         keras.callbacks.TensorBoard(os.path.join(workdir, "logs")),
         keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv"), append=True),
         keras.callbacks.TerminateOnNaN(),
-        timer,
+        timer,  # before `precise`: an epoch's training time leaves the estimate out
+        *([precise] if precise else []),
         *(extra_callbacks or []),
     ]
     history = model.fit(
@@ -359,6 +405,8 @@ def train_and_evaluate(
             "Lower --learning-rate, add --warmup-epochs, or check the data."
         )
 
+    if precise is not None and not precise.current():
+        precise.on_test_begin()  # the final weights (an EMA, or a resumed run) get theirs
     inference = save_models(model, workdir)
     test = evaluate_model(inference, datasets.test)
     return write_metrics(
@@ -370,6 +418,7 @@ def train_and_evaluate(
         params=(model.count_params(), inference.count_params()),
         replicas=strategy.num_replicas_in_sync,
         resume_dir=backup_dir,
+        extra=precise_bn_metrics(precise, config),
     )
 
 
@@ -428,6 +477,13 @@ def write_metrics(
         return metrics
     if datasets.skipped.count:
         print(datasets.skipped.summary())
+    if metrics.get("precise_bn_seconds"):
+        seconds = metrics["precise_bn_seconds"]
+        print(
+            f"Precise batch norm: {len(seconds)} estimate(s) over {metrics['precise_bn_images']} "
+            f"training images, {sum(seconds):.1f} s in all ({sum(seconds) / len(seconds):.1f} s "
+            "each)."
+        )
     print(
         f"Test top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f}, loss "
         f"{metrics['loss']:.4f} on {datasets.num_test} images; "

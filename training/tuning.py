@@ -48,7 +48,13 @@ from keras_inception.specs import scale_table
 from training import data as data_lib
 from training.presets import get_preset
 from training.strategy import make_strategy, parse_tf_config, resolve_strategy_name
-from training.train import TrainConfig, build_model, compile_model, load_data
+from training.train import (
+    TrainConfig,
+    build_model,
+    compile_model,
+    load_data,
+    precise_batch_norm,
+)
 from training.workdir import check_config
 
 SPACES = ("per_module", "bottleneck_ratio")
@@ -304,6 +310,10 @@ class InceptionHyperModel(kt.HyperModel):
             self._record(info, start)
             raise kt.errors.FailedTrialError(info["reason"])
         callbacks = list(kwargs.pop("callbacks", None) or [])
+        train = kwargs["x"] if "x" in kwargs else args[0]
+        precise = precise_batch_norm(model, self.config, train, self.num_train)
+        if precise is not None:  # before every validation: the objective is measured on it
+            callbacks.append(precise)
         if self.record_dir:
             # Per-trial backups: a killed trial resumes at its last finished epoch.
             backup = os.path.join(self.record_dir, "backup")
