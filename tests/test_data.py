@@ -410,3 +410,22 @@ def test_offline_tfds_and_fashion_mnist_fail_fast_with_instructions(tmp_path, mo
     monkeypatch.setattr(data, "FASHION_MNIST_DIRS", (tmp_path / "not_debian",))
     with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
         load_datasets(DataConfig("fashion_mnist", data_dir=str(tmp_path)))
+
+
+@pytest.mark.parametrize("flip", [True, False])
+def test_no_flip_never_mirrors_training_images(tmp_path, flip):
+    """Every image is bright on its left third; only flips can make the right one bright."""
+    folder = tmp_path / "fm"
+    folder.mkdir()
+    for prefix, n in (("train", 64), ("t10k", 4)):
+        images = np.zeros((n, 28, 28), np.uint8)
+        images[:, :, :9] = 230
+        (folder / f"{prefix}-images-idx3-ubyte").write_bytes(_idx_bytes(images))
+        (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(_idx_bytes(np.arange(n) % 10))
+    config = DataConfig("fashion_mnist", data_dir=str(folder), batch_size=64, flip=flip)
+    x, _ = _all(load_datasets(config).train)
+    mirrored = int(np.sum(x[:, :, -6:].mean(axis=(1, 2, 3)) > x[:, :, :6].mean(axis=(1, 2, 3))))
+    if flip:
+        assert 10 < mirrored < len(x) - 10  # about half
+    else:
+        assert mirrored == 0

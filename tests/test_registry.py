@@ -122,3 +122,14 @@ def test_runs_on_jax_backend_without_tensorflow(name):
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env
     )
     assert result.stdout.strip().splitlines()[-1] == "False", result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name", ki.list_models())
+def test_bn_momentum_reaches_every_batch_norm(name):
+    model = ki.get_model(name, bn_momentum=0.9, **SMALL)
+    momenta = {
+        layer.momentum for layer in model.layers if isinstance(layer, layers.BatchNormalization)
+    }
+    assert momenta == {0.9}
+    with pytest.raises(ValueError, match=r"bn_momentum must be in \[0, 1\); received 1.5"):
+        ki.get_model(name, bn_momentum=1.5, **SMALL)

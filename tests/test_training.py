@@ -324,3 +324,18 @@ def test_cli_help_documents_every_flag(command, capsys):
             assert flag in text
         if action.option_strings and action.option_strings[0] != "--help":
             assert action.help, f"{command} {action.option_strings[0]} has no help text"
+
+
+def test_cli_batch_norm_and_flip_flags_reach_the_config(monkeypatch, capsys):
+    seen = {}
+    monkeypatch.setattr(
+        "training.train.train_and_evaluate", lambda config, workdir, **_: seen.update(config=config)
+    )
+    argv = ["train", "--no-flip", "--bn-momentum", "0.9", "--precise-bn-images", "0"]
+    assert cli_main([*argv, "--workdir", "w"]) == 0
+    config = seen["config"]
+    assert (config.flip, config.bn_momentum, config.precise_bn_images) == (False, 0.9, 0)
+    assert TrainConfig().flip and TrainConfig().precise_bn_images == 4096  # on by default
+    with pytest.raises(SystemExit):
+        cli_main(["train", "--bn-momentum", "1", "--workdir", "w"])
+    assert "expected a number in [0, 1); received '1'" in capsys.readouterr().err
