@@ -499,7 +499,7 @@ def _train(config, workdir, strategy, is_chief: bool, *, out_dir: str) -> dict:
             "strategy": "multiworker",
             "workers": _task(strategy)[1],
             "weights_sha256": digest,
-            **train_lib.precise_bn_metrics(precise, config),
+            **train_lib.precise_bn_metrics(precise),
         },
         verbose=is_chief,
     )

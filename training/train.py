@@ -269,7 +269,7 @@ def precise_batch_norm(
     return PreciseBatchNormCallback(estimator, train, batches)
 
 
-def precise_bn_metrics(callback: PreciseBatchNormCallback | None, config: TrainConfig) -> dict:
+def precise_bn_metrics(callback: PreciseBatchNormCallback | None) -> dict:
     """What metrics.json records of the precise-BN updates made by this process."""
     if callback is None:
         return {"precise_bn_images": 0}
@@ -418,7 +418,7 @@ def train_and_evaluate(
         params=(model.count_params(), inference.count_params()),
         replicas=strategy.num_replicas_in_sync,
         resume_dir=backup_dir,
-        extra=precise_bn_metrics(precise, config),
+        extra=precise_bn_metrics(precise),
     )
 
 

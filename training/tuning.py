@@ -310,8 +310,10 @@ class InceptionHyperModel(kt.HyperModel):
             self._record(info, start)
             raise kt.errors.FailedTrialError(info["reason"])
         callbacks = list(kwargs.pop("callbacks", None) or [])
-        train = kwargs["x"] if "x" in kwargs else args[0]
-        precise = precise_batch_norm(model, self.config, train, self.num_train)
+        train = kwargs.get("x", args[0] if args else None)
+        precise = (
+            None if train is None else precise_batch_norm(model, self.config, train, self.num_train)
+        )
         if precise is not None:  # before every validation: the objective is measured on it
             callbacks.append(precise)
         if self.record_dir:
