@@ -284,7 +284,10 @@ def _history(workdir):
 
 @pytest.fixture(scope="module")
 def cluster_data(tmp_path_factory):
-    return make_fashion_mnist(tmp_path_factory.mktemp("fmnist"), n_train=288, n_test=64)
+    # 257 training images after the hold-out and 65 test images, in batches of 32: the last
+    # training batch (1 image) is padded to give both workers one, and the last test batch
+    # leaves a worker with no image.
+    return make_fashion_mnist(tmp_path_factory.mktemp("fmnist"), n_train=285, n_test=65)
 
 
 @pytest.fixture(scope="module")
@@ -302,6 +305,7 @@ def test_two_workers_train_in_sync(cluster_run):
     metrics = json.loads((workdir / "metrics.json").read_text())
     assert metrics["strategy"] == "multiworker" and metrics["workers"] == 2
     assert metrics["replicas"] == 2 and metrics["weights_sha256"] == digests[0]
+    assert (metrics["num_train"], metrics["train_repeats"], metrics["num_test"]) == (257, 1, 65)
     rows = _history(workdir)
     assert [r["epoch"] for r in rows] == ["0", "1"]
     assert float(rows[1]["loss"]) < float(rows[0]["loss"]), rows
