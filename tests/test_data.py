@@ -12,7 +12,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from training import augment, data
+from training import augment, data, model_setup
 from training.data import DataConfig, load_datasets
 
 # ----------------------------------------------------------------------------- helpers
@@ -204,8 +204,8 @@ def test_output_names_of_dict_and_plain_models():
     dict_model = keras.Model(
         inputs, {"main": keras.layers.Dense(2)(inputs), "aux1": keras.layers.Dense(2)(inputs)}
     )
-    assert data.output_names_of(dict_model) == ["main", "aux1"]
-    assert data.output_names_of(keras.Model(inputs, keras.layers.Dense(2)(inputs))) is None
+    assert model_setup.output_names_of(dict_model) == ["main", "aux1"]
+    assert model_setup.output_names_of(keras.Model(inputs, keras.layers.Dense(2)(inputs))) is None
 
 
 def test_strategy_sets_data_sharding(tmp_path):

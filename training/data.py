@@ -16,7 +16,7 @@ Examples:
 
 ```python
 config = DataConfig("fashion_mnist", batch_size=256, deterministic=True, seed=1)
-data = load_datasets(config, output_names=output_names_of(model))
+data = load_datasets(config, output_names=output_names_of(model))  # training.model_setup
 model.fit(data.train, validation_data=data.validation, epochs=10)
 print(data.skipped.summary())
 ```
@@ -39,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from training import augment
+from training.model_setup import with_targets
 from training.strategy import check_batch_size, padding_for_replicas
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -166,20 +167,6 @@ class Datasets:
     # Training examples repeated in every epoch so that its last batch gives every replica
     # at least one (`training.strategy.padding_for_replicas`); 0 on one device.
     train_repeats: int = 0
-
-
-def output_names_of(model) -> list[str] | None:
-    """The output names of a dict-output model (e.g. ``["main", "aux1", "aux2"]``), else None."""
-    outputs = model.output
-    return list(outputs.keys()) if isinstance(outputs, dict) else None
-
-
-def with_targets(ds: tf.data.Dataset, output_names: Sequence[str] | None) -> tf.data.Dataset:
-    """Fans each label out to ``{name: label}`` for a multi-output model (None: unchanged)."""
-    if not output_names:
-        return ds
-    names = list(output_names)
-    return ds.map(lambda x, y: (x, {name: y for name in names}), num_parallel_calls=AUTOTUNE)
 
 
 # --------------------------------------------------------------------------- sources

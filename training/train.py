@@ -34,6 +34,7 @@ from training.batchnorm import DEFAULT_IMAGES as DEFAULT_PRECISE_BN_IMAGES
 from training.batchnorm import PreciseBatchNorm, PreciseBatchNormCallback, num_batches_for
 from training.evaluate import evaluate_model
 from training.losses import SparseCrossentropyWithSmoothing
+from training.model_setup import output_names_of, with_targets
 from training.plots import plot_curves
 from training.presets import get_preset, make_optimizer
 from training.strategy import (
@@ -231,7 +232,7 @@ def make_losses(
         preset.label_smoothing if config.label_smoothing is None else config.label_smoothing
     )
     loss = SparseCrossentropyWithSmoothing(label_smoothing)
-    if data_lib.output_names_of(model) is None:
+    if output_names_of(model) is None:
         return loss, None
     aux_loss_weight = config.aux_loss_weight if aux_loss_weight is None else aux_loss_weight
     loss_weights = ki.default_loss_weights(model)
@@ -294,7 +295,7 @@ def compile_model(
     `learning_rate` and `aux_loss_weight` override the config's (a tuner's choices).
     Call it inside the strategy's scope.
     """
-    output_names = data_lib.output_names_of(model)
+    output_names = output_names_of(model)
     loss, loss_weights = make_losses(model, config, aux_loss_weight=aux_loss_weight)
     metrics = [
         keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
@@ -360,10 +361,10 @@ def train_and_evaluate(
     with strategy.scope():
         model = build_model(config, datasets.image_shape, datasets.num_classes)
         compile_model(model, config, num_train=datasets.num_train)
-    output_names = data_lib.output_names_of(model)
+    output_names = output_names_of(model)
 
-    train_ds = data_lib.with_targets(datasets.train, output_names)
-    val_ds = data_lib.with_targets(datasets.validation, output_names)
+    train_ds = with_targets(datasets.train, output_names)
+    val_ds = with_targets(datasets.validation, output_names)
     monitor = "val_main_accuracy" if output_names else "val_accuracy"
     backup_dir = os.path.join(workdir, "backup")
     resumed_at = _backed_up_epochs(backup_dir)

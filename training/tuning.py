@@ -45,7 +45,7 @@ import keras_inception as ki
 from keras_inception.analysis import macs as count_macs
 from keras_inception.heads import AUX_LOSS_WEIGHTS
 from keras_inception.specs import scale_table
-from training import data as data_lib
+from training.model_setup import output_names_of, with_targets
 from training.presets import get_preset
 from training.strategy import make_strategy, parse_tf_config, resolve_strategy_name
 from training.train import (
@@ -139,7 +139,7 @@ def model_counts(model: keras.Model) -> dict[str, int]:
 
 def objective_name(model: keras.Model) -> str:
     """`val_main_accuracy` for a model with auxiliary heads, else `val_accuracy`."""
-    return "val_main_accuracy" if data_lib.output_names_of(model) else "val_accuracy"
+    return "val_main_accuracy" if output_names_of(model) else "val_accuracy"
 
 
 def reduce_fields(table: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -566,14 +566,14 @@ def tune(
     objective = objective_name(default_model)
     default_counts = model_counts(default_model)
     default_params, default_macs = default_counts["params"], default_counts["macs"]
-    output_names = data_lib.output_names_of(default_model)
+    output_names = output_names_of(default_model)
     del default_model
     keras.backend.clear_session()
 
     tuner = make_tuner(hypermodel, objective, workdir, strategy=strategy, seed=config.seed)
     tuner.search(
-        data_lib.with_targets(datasets.train, output_names),
-        validation_data=data_lib.with_targets(datasets.validation, output_names),
+        with_targets(datasets.train, output_names),
+        validation_data=with_targets(datasets.validation, output_names),
         epochs=config.epochs,
         shuffle=False,  # the pipeline shuffles
         verbose=verbose,
