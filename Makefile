@@ -1,37 +1,45 @@
 # The README's commands. `make install` is idempotent: it reinstalls only when the
-# package metadata changed.
+# package metadata changed. It installs the model package with its `training` extra (what
+# `make demo` runs); `make test` adds the `test` extra.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: install test test-large lint format demo clean
+.PHONY: install install-test test test-large lint format demo clean
 
 install: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[training]'
 	touch $(STAMP)
+
+install-test: $(TEST_STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[training,test]'
+	touch $(TEST_STAMP)
 
 # Two workers, one file each at a time (module fixtures run once): the suite is mostly
 # graph tracing and fresh processes, which overlap well on 2 cores.
 PYTEST_WORKERS ?= 2
 
-test: install
+test: install-test
 	$(BIN)/python -m pytest -m "not large" -n $(PYTEST_WORKERS) --dist loadfile
 
-test-large: install
+test-large: install-test
 	$(BIN)/python -m pytest -m large
 
-lint: install
+lint: install-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-format: install
+format: install-test
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 

@@ -40,7 +40,8 @@ import tensorflow as tf  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 from training import data as data_lib  # noqa: E402
-from training import train as train_lib  # noqa: E402
+from training import model_setup  # noqa: E402
+from training.config import TrainConfig  # noqa: E402
 
 COLUMNS = (
     "policy",
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     """Trains one model per policy, epochs interleaved; returns the table rows."""
     data, source = load(args)
     test = data.test.take(max(1, args.test_limit // args.batch_size))
-    config = train_lib.TrainConfig(
+    config = TrainConfig(
         model=args.model,
         dataset="fashion_mnist",
         batch_size=args.batch_size,
@@ -138,8 +139,8 @@ def run(args: argparse.Namespace) -> list[dict]:
         keras.config.set_dtype_policy(policy)
         try:
             keras.utils.set_random_seed(args.seed)
-            model = train_lib.build_model(config, data.image_shape, data.num_classes)
-            train_lib.compile_model(model, config, num_train=data.num_train)
+            model = model_setup.build_model(config, data.image_shape, data.num_classes)
+            model_setup.compile_model(model, config, num_train=data.num_train)
         finally:
             keras.config.set_dtype_policy("float32")
         runs[policy] = (model, BatchTimer(args.batch_size, skip=0))

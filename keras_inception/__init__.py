@@ -16,7 +16,7 @@ from keras_inception.inception_v2 import (
 )
 from keras_inception.inception_v3 import INCEPTION_V3_SPECS, build_inception_v3
 from keras_inception.layers import LocalResponseNormalization
-from keras_inception.registry import get_builder, get_model, list_models
+from keras_inception.registry import default_specs, get_builder, get_model, list_models
 from keras_inception.specs import (
     BNInceptionStem,
     BNModule,
@@ -60,6 +60,7 @@ __all__ = [
     "build_inception_v2",
     "build_inception_v3",
     "default_loss_weights",
+    "default_specs",
     "feature_model",
     "get_builder",
     "get_model",

@@ -123,28 +123,11 @@ def test_strategy_flag_and_config(capsys):
     from training.cli import main
     from training.train import TrainConfig
 
-    assert TrainConfig(strategy="multiworker").strategy == "multiworker"
     with pytest.raises(ValueError, match="strategy must be one of .*'ring'"):
         TrainConfig(strategy="ring")
     with pytest.raises(SystemExit):
         main(["train", "--strategy", "ring", "--workdir", "x"])
     assert "invalid choice: 'ring'" in capsys.readouterr().err
-
-
-def test_history_drops_the_rows_of_unfinished_epochs(tmp_path):
-    from training.multiworker import _History
-
-    path = tmp_path / "history.csv"
-    history = _History(str(path), resumed_at=0)
-    for epoch in range(3):
-        history.append(epoch, {"loss": 1.0 / (epoch + 1), "val_loss": 2.0})
-    resumed = _History(str(path), resumed_at=2)  # epoch index 2 was written, not checkpointed
-    resumed.append(2, {"loss": 0.25, "val_loss": 1.5})
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    assert [r["epoch"] for r in rows] == ["0", "1", "2"]
-    assert float(rows[2]["loss"]) == 0.25
-    assert list(rows[0]) == ["epoch", "loss", "val_loss"]
 
 
 # --------------------------------------------------------------------------- one process
@@ -159,11 +142,12 @@ def test_custom_loop_step_matches_fit_step(tmp_path):
         import numpy as np, keras, tensorflow as tf
         from training.strategy import make_strategy
         strategy = make_strategy(None, "multiworker")  # a cluster of this process
-        from training import train as train_lib
+        from training import model_setup as train_lib
+        from training.config import TrainConfig
         from training.losses import SparseCrossentropyWithSmoothing
         from training.multiworker import _StepFunctions
 
-        config = train_lib.TrainConfig(width_multiplier=0.125, min_depth=8, dropout=0.0,
+        config = TrainConfig(width_multiplier=0.125, min_depth=8, dropout=0.0,
                                        aux_loss_weight=0.4, label_smoothing=0.1, epochs=2)
         keras.utils.set_random_seed(0)
         rng = np.random.default_rng(0)
@@ -391,7 +375,8 @@ def test_a_run_started_before_the_strategy_flag_still_resumes(tmp_path):
     default; another value is still a different configuration."""
     import dataclasses
 
-    from training.train import TrainConfig, prepare_workdir
+    from training.train import TrainConfig
+    from training.workdir import prepare_workdir
 
     old = dataclasses.asdict(TrainConfig(epochs=3))
     del old["strategy"]

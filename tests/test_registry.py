@@ -1,6 +1,7 @@
 """Every registered model: builds, runs, serializes, imports keras only."""
 
 import ast
+import dataclasses
 import json
 import os
 import pathlib
@@ -20,9 +21,28 @@ PACKAGE = pathlib.Path(ki.__file__).parent
 SMALL = dict(stem="small", input_shape=(32, 32, 1), classes=5, width_multiplier=0.25)
 
 
-def test_list_models():
-    assert "googlenet" in ki.list_models()
-    assert ki.list_models() == sorted(ki.list_models())
+def test_list_models_names_every_builder():
+    assert ki.list_models() == ["bn_inception", "googlenet", "inception_v2", "inception_v3"]
+    assert ki.get_builder("googlenet") is ki.build_googlenet
+
+
+@pytest.mark.parametrize("name", ki.list_models())
+def test_default_specs_are_the_tables_the_builders_use(name):
+    table = ki.default_specs(name)
+    narrower = {key: spec for key, spec in table.items()}
+    first = next(key for key, spec in table.items() if hasattr(spec, "pool_proj"))
+    narrower[first] = dataclasses.replace(table[first], pool_proj=table[first].pool_proj * 8)
+    built = ki.get_model(name, **SMALL).count_params()
+    assert ki.get_model(name, specs=table, **SMALL).count_params() == built
+    assert ki.get_model(name, specs=narrower, **SMALL).count_params() != built
+
+
+def test_bn_inception_is_the_v2_builders_variant():
+    model = ki.get_model("bn_inception", include_top=False)
+    reference = ki.build_inception_v2(variant="bn_inception", include_top=False)
+    assert model.count_params() == reference.count_params() == 10_173_112
+    with pytest.raises(ValueError, match=r"unknown model 'resnet'.*available"):
+        ki.default_specs("resnet")
 
 
 def test_unknown_model_is_refused_by_name():

@@ -16,18 +16,19 @@ import pytest
 
 import keras_inception as ki
 from tests.helpers import make_fashion_mnist, run_python
+from training.model_setup import run_learning_rate
 from training.train import TrainConfig
 from training.tuning import (
     InceptionHyperModel,
     TuneConfig,
-    _prepare_workdir,
     model_counts,
     objective_name,
-    pareto_front,
+    prepare_search,
     reduce_fields,
     tune,
     width_choices,
 )
+from training.tuning_report import pareto_front
 
 SMALL = dict(stem="small", width_multiplier=0.125, min_depth=4, batch_size=32, seed=0)
 
@@ -109,7 +110,7 @@ def test_learning_rate_and_aux_weight_defaults_are_the_runs():
     hm.declare_hyperparameters(hp)
     defaults = {h.name: h.default for h in hp.space}
     assert defaults["aux_loss_weight"] == 0.3
-    assert defaults["learning_rate"] == pytest.approx(hm.default_learning_rate())
+    assert defaults["learning_rate"] == pytest.approx(run_learning_rate(hm.config))
     hp = kt.HyperParameters()
     hp.Fixed("aux_loss_weight", 0.7)
     model = hm.build(hp)
@@ -173,13 +174,13 @@ def test_search_saved_before_a_field_existed_still_resumes(tmp_path):
     """tune_config.json written before a TrainConfig or TuneConfig field existed: the
     missing field counts as its default; another value is still another search."""
     config, tune_config = TrainConfig(epochs=3, **SMALL), TuneConfig(max_params=1000)
-    _prepare_workdir(config, tune_config, str(tmp_path))
+    prepare_search(config, tune_config, str(tmp_path))
     path = tmp_path / "tune_config.json"
     full = json.loads(path.read_text())
     old = json.loads(path.read_text())
     del old["train"]["strategy"], old["tune"]["search_aux_weight"]
     path.write_text(json.dumps(old))
-    _prepare_workdir(config, tune_config, str(tmp_path))
+    prepare_search(config, tune_config, str(tmp_path))
     assert json.loads(path.read_text()) == full
 
     path.write_text(json.dumps(old))
@@ -189,9 +190,7 @@ def test_search_saved_before_a_field_existed_still_resumes(tmp_path):
         match=r"holds a search with another configuration \(differs in "
         r"\['train.strategy', 'tune.search_aux_weight'\]\); use another --workdir",
     ):
-        _prepare_workdir(
-            changed, TuneConfig(max_params=1000, search_aux_weight=True), str(tmp_path)
-        )
+        prepare_search(changed, TuneConfig(max_params=1000, search_aux_weight=True), str(tmp_path))
 
 
 def test_pareto_front():

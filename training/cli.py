@@ -11,8 +11,12 @@ import json
 import sys
 
 from training.batchnorm import DEFAULT_IMAGES as DEFAULT_PRECISE_BN_IMAGES
+from training.config import TrainConfig
+from training.evaluate import CROPS, evaluate_saved_model, export_saved_model
 from training.presets import PRESETS
 from training.strategy import STRATEGIES
+from training.train import train_and_evaluate
+from training.tuning import TuneConfig, tune
 
 
 def _positive_int(text: str) -> int:
@@ -266,8 +270,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "train":
-            from training.train import TrainConfig, train_and_evaluate
-
             options = vars(args).copy()
             workdir = options.pop("workdir")
             overwrite = options.pop("overwrite")
@@ -280,9 +282,6 @@ def main(argv: list[str] | None = None) -> int:
                 connect_timeout=connect_timeout,
             )
         elif args.command == "tune":
-            from training.train import TrainConfig
-            from training.tuning import TuneConfig, tune
-
             options = vars(args).copy()
             workdir = options.pop("workdir")
             options.pop("command")
@@ -293,8 +292,6 @@ def main(argv: list[str] | None = None) -> int:
             }
             tune(TrainConfig(**options), TuneConfig(**tune_options), workdir)
         elif args.command == "evaluate":
-            from training.evaluate import CROPS, evaluate_saved_model
-
             crops = CROPS if args.crops == "both" else (args.crops,)
             results = evaluate_saved_model(
                 args.model_path,
@@ -305,8 +302,6 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(json.dumps(results, indent=2))
         else:
-            from training.evaluate import export_saved_model
-
             print(f"SavedModel written to {export_saved_model(args.model_path, args.output)}")
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)

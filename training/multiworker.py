@@ -20,26 +20,39 @@ bucket); a worker that sees another epoch than the chief stops with a message sa
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 import shutil
-import signal
-import socket
 import tempfile
-import threading
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from training import train as train_lib
+from training.batchnorm import PreciseBatchNormCallback
+from training.config import TrainConfig
 from training.losses import SparseCrossentropyWithSmoothing
-from training.strategy import ClusterConfig, mixed_precision_policy
+from training.model_setup import build_model, compile_model, make_losses, make_run_optimizer
+from training.runkit import (
+    check_finite,
+    load_data,
+    precise_batch_norm,
+    precise_bn_metrics,
+    start_run,
+)
+from training.strategy import ClusterError, Placement
+from training.workdir import (
+    EpochTimer,
+    finished_message,
+    prepare_workdir,
+    repeats_message,
+    resume_message,
+    save_models,
+    write_metrics,
+)
 
 SUM = tf.distribute.ReduceOp.SUM
-_BYTES_PER_PACK = 32 * 1024 * 1024
 # Errors of a collective whose peer went away, timed out or aborted.
 _CLUSTER_ERRORS = (
     tf.errors.UnavailableError,
@@ -47,92 +60,6 @@ _CLUSTER_ERRORS = (
     tf.errors.AbortedError,
     tf.errors.CancelledError,
 )
-
-
-class ClusterError(RuntimeError):
-    """A worker could not reach the others, or lost them during training."""
-
-
-def _accepts(address: str) -> bool:
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=2.0):
-            return True
-    except OSError:
-        return False
-
-
-def make_multiworker_strategy(
-    cluster: ClusterConfig | None, *, connect_timeout: float = 300.0
-) -> tf.distribute.MultiWorkerMirroredStrategy:
-    """MultiWorkerMirroredStrategy over `cluster` (None: this process alone).
-
-    Creating the strategy blocks until every worker has joined TensorFlow's coordination
-    service (by default for ever, and SIGTERM cannot stop it); here it gives up after
-    `connect_timeout` seconds with a ClusterError that names the workers not answering.
-    """
-    options = tf.distribute.experimental.CommunicationOptions(
-        # Packs the gradients into a few all-reduces instead of one per variable, which
-        # dominated a step: 0.57 s -> 0.29 s a step for 2 CPU workers on one 2-core host.
-        bytes_per_pack=_BYTES_PER_PACK,
-    )
-    if cluster is None or len(cluster.workers) == 1:
-        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
-    _configure_coordination(cluster, connect_timeout)
-    try:
-        strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
-    except tf.errors.OpError as err:
-        missing = [a for a in cluster.workers if a != cluster.address and not _accepts(a)]
-        raise ClusterError(
-            f"worker {cluster.rank} ({cluster.address}) could not reach the other workers "
-            f"within {connect_timeout:g} s"
-            + (f" (not answering: {', '.join(missing)})" if missing else "")
-            + ". Start the same command on every host of TF_CONFIG, check its addresses and "
-            f"that the ports are open between the hosts. ({type(err).__name__})"
-        ) from err
-    # TensorFlow catches SIGTERM once the cluster is up, so `kill` and job schedulers could
-    # not stop a worker; the default action ends it (the run resumes from its checkpoint).
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    return strategy
-
-
-def _configure_coordination(cluster: ClusterConfig, timeout: float) -> None:
-    """TensorFlow's coordination service as MultiWorkerMirroredStrategy sets it up, plus a
-    registration timeout (the strategy keeps a service that is already configured).
-
-    Uses TensorFlow internals (TF 2.21): no public API sets this timeout.
-    """
-    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
-    from tensorflow.python.distribute import multi_worker_util
-    from tensorflow.python.eager import context
-
-    spec = tf.distribute.cluster_resolver.TFConfigClusterResolver().cluster_spec()
-    context.context().configure_coordination_service(
-        service_type="standalone",
-        service_leader=multi_worker_util.coordination_leader(spec),
-        cluster_register_timeout_in_ms=int(timeout * 1000),
-        coordinated_jobs=[
-            coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job))
-            for job in ("chief", "worker")
-            if job in spec.jobs
-        ],
-    )
-    # Without the barrier the leader (which hosts the service) waits for ever.
-    context.context().coordination_service.cluster_register_with_barrier = True
-
-
-def _task(strategy: tf.distribute.Strategy) -> tuple[int, int]:
-    """(rank, number of workers) of this worker in the strategy's cluster (rank 0: chief)."""
-    resolver = strategy.cluster_resolver
-    spec = resolver.cluster_spec().as_dict()
-    if resolver.task_type is None or not spec:
-        return 0, 1
-    chiefs = len(spec.get("chief", []))
-    workers = chiefs + len(spec.get("worker", []))
-    if resolver.task_type == "chief":
-        return resolver.task_id, workers
-    return resolver.task_id + chiefs, workers
 
 
 def _gather(strategy: tf.distribute.Strategy, value: float) -> np.ndarray:
@@ -196,22 +123,28 @@ class _StepFunctions:
         return outputs if self.multi_output else {"main": outputs}
 
     def _sums(self, labels, outputs):
-        """Per-batch sums: weighted loss, each output's loss, top-1/top-5 hits, NLL, count."""
+        """Per-batch sums: weighted loss, each output's loss, top-1/top-5 hits, NLL, count.
+
+        Examples labelled below 0 pad a worker's evaluation share so that every worker runs
+        the same number of steps (`training.data`); they count in no sum.
+        """
         labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
-        per_output = {k: self.loss_fn(labels, outputs[k]) for k in self.weights}
+        real = labels >= 0
+        mask = tf.cast(real, tf.float32)
+        labels = tf.where(real, labels, 0)
+        per_output = {k: self.loss_fn(labels, outputs[k]) * mask for k in self.weights}
         per_example = tf.add_n([self.weights[k] * per_output[k] for k in self.weights])
         probs = tf.cast(outputs["main"], tf.float32)
         k = min(5, probs.shape[-1])
+        hits = tf.cast(tf.equal(tf.argmax(probs, -1, output_type=tf.int32), labels), tf.float32)
+        in_top_k = tf.cast(tf.math.in_top_k(labels, probs, k), tf.float32)
+        likelihood = tf.maximum(tf.gather(probs, labels, batch_dims=1), 1e-12)
         sums = {
             "loss": tf.reduce_sum(per_example),
-            "main_accuracy": tf.reduce_sum(
-                tf.cast(tf.equal(tf.argmax(probs, -1, output_type=tf.int32), labels), tf.float32)
-            ),
-            "main_top5": tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, probs, k), tf.float32)),
-            "nll": -tf.reduce_sum(
-                tf.math.log(tf.maximum(tf.gather(probs, labels, batch_dims=1), 1e-12))
-            ),
-            "count": tf.cast(tf.size(labels), tf.float32),
+            "main_accuracy": tf.reduce_sum(hits * mask),
+            "main_top5": tf.reduce_sum(in_top_k * mask),
+            "nll": -tf.reduce_sum(tf.math.log(likelihood) * mask),
+            "count": tf.reduce_sum(mask),
         }
         if self.multi_output:
             sums.update({f"{k}_loss": tf.reduce_sum(v) for k, v in per_output.items()})
@@ -274,35 +207,6 @@ class _StepFunctions:
         return {k: v / count for k, v in totals.items()}
 
 
-class _History:
-    """history.csv in CSVLogger's layout (epoch, then sorted keys); rows of epochs at or
-    after `resumed_at` (left by an interrupted run) are dropped when the run resumes."""
-
-    def __init__(self, path: str, resumed_at: int):
-        self.path = path
-        rows = []
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < resumed_at]
-        self.rows = rows
-        self._write()
-
-    def append(self, epoch: int, logs: dict[str, float]) -> None:
-        self.rows.append({"epoch": str(epoch), **{k: repr(v) for k, v in logs.items()}})
-        self._write()
-
-    def _write(self) -> None:
-        if not self.rows:
-            if os.path.exists(self.path):
-                os.remove(self.path)
-            return
-        keys = ["epoch", *sorted(k for k in self.rows[0] if k != "epoch")]
-        with open(self.path, "w", encoding="utf-8", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(self.rows)
-
-
 def _copy_weights(source: keras.Model, target: keras.Model, source_opt, target_opt) -> None:
     """Copies the distributed model's weights and optimizer state into a plain model."""
     target.set_weights(source.get_weights())
@@ -326,11 +230,7 @@ def weights_digest(model: keras.Model) -> str:
 
 
 def train_multiworker(
-    config: train_lib.TrainConfig,
-    workdir: str,
-    strategy: tf.distribute.MultiWorkerMirroredStrategy,
-    *,
-    overwrite: bool = False,
+    config: TrainConfig, workdir: str, placement: Placement, *, overwrite: bool = False
 ) -> dict:
     """`train_and_evaluate` under MultiWorkerMirroredStrategy; every worker calls it.
 
@@ -339,21 +239,19 @@ def train_multiworker(
     Raises:
         ClusterError: a worker lost the others, or restored another epoch than the chief.
     """
-    rank = _task(strategy)[0]
-    is_chief = rank == 0
+    strategy, rank = placement.strategy, placement.rank
     status, finished = _chief_decides(
-        strategy, is_chief, lambda: train_lib.prepare_workdir(config, workdir, overwrite)
+        strategy, placement.is_chief, lambda: prepare_workdir(config, workdir, overwrite)
     )
     if status == "finished":
-        if is_chief:
-            print(
-                f"{workdir}: this run already finished (test top-1 {finished['top1']:.4f}); "
-                "nothing to train. Pass --overwrite to train it again."
-            )
+        if placement.is_chief:
+            print(finished_message(workdir, finished))
         return finished or {}
-    scratch = None if is_chief else tempfile.mkdtemp(prefix=f"keras-inception-worker{rank}-")
+    scratch = (
+        None if placement.is_chief else tempfile.mkdtemp(prefix=f"keras-inception-worker{rank}-")
+    )
     try:
-        return _train(config, workdir, strategy, is_chief, out_dir=scratch or workdir)
+        return _train(config, workdir, placement, out_dir=scratch or workdir)
     except _CLUSTER_ERRORS as err:
         raise ClusterError(
             f"worker {rank} lost the other workers ({type(err).__name__}: "
@@ -365,26 +263,45 @@ def train_multiworker(
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _train(config, workdir, strategy, is_chief: bool, *, out_dir: str) -> dict:
-    keras.utils.set_random_seed(config.seed)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    policy = mixed_precision_policy() if config.mixed_precision else "float32"
-    keras.config.set_dtype_policy(policy)
+def _run_callbacks(
+    plain: keras.Model, out_dir: str, timer: EpochTimer, best: float
+) -> keras.callbacks.CallbackList:
+    """Keras's own callbacks, driven by the loop on the plain copy of the model (which
+    holds the cluster's weights and optimizer state when they run)."""
+    monitor = "val_main_accuracy"
+    callbacks = [
+        timer,
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(out_dir, "best.keras"),
+            monitor=monitor,
+            mode="max",
+            save_best_only=True,
+            initial_value_threshold=best if best >= 0 else None,
+        ),
+        keras.callbacks.TensorBoard(os.path.join(out_dir, "logs")),
+        keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv"), append=True),
+    ]
+    return keras.callbacks.CallbackList(
+        callbacks, add_history=False, add_progbar=False, model=plain
+    )
 
-    datasets = train_lib.load_data(config, strategy)
+
+def _train(config: TrainConfig, workdir: str, placement: Placement, *, out_dir: str) -> dict:
+    strategy, is_chief = placement.strategy, placement.is_chief
+    policy = start_run(config)
+    datasets = load_data(config, strategy)
     if is_chief and datasets.train_repeats:
-        print(train_lib.repeats_message(datasets, strategy.num_replicas_in_sync))
+        print(repeats_message(datasets, strategy.num_replicas_in_sync))
     shape, classes = datasets.image_shape, datasets.num_classes
     with strategy.scope():
-        model = train_lib.build_model(config, shape, classes)
-        optimizer = train_lib.make_run_optimizer(config, num_train=datasets.num_train)
+        model = build_model(config, shape, classes)
+        optimizer = make_run_optimizer(config, num_train=datasets.num_train)
         if policy == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         best = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best")
-    loss_fn, loss_weights = train_lib.make_losses(model, config)
+    loss_fn, loss_weights = make_losses(model, config)
     loss_fn = SparseCrossentropyWithSmoothing(loss_fn.label_smoothing, reduction=None)
 
     # Resume: every worker restores the chief's latest checkpoint and checks that the
@@ -404,13 +321,9 @@ def _train(config, workdir, strategy, is_chief: bool, *, out_dir: str) -> dict:
             "workdir (put it on storage that every host mounts, such as NFS, or a bucket)"
         )
     resumed_at = int(epoch.numpy())
-    if is_chief and resumed_at >= config.epochs:
-        print(f"Resuming {workdir}: all {config.epochs} epochs are done; evaluating and exporting.")
-    elif is_chief and resumed_at:
-        print(
-            f"Resuming {workdir}: epochs 1-{resumed_at} are done; continuing at epoch "
-            f"{resumed_at + 1} of {config.epochs}."
-        )
+    message = resume_message(workdir, resumed_at, config.epochs)
+    if is_chief and message:
+        print(message)
 
     train_ds = strategy.experimental_distribute_dataset(datasets.train)
     val_ds = strategy.experimental_distribute_dataset(datasets.validation)
@@ -418,56 +331,40 @@ def _train(config, workdir, strategy, is_chief: bool, *, out_dir: str) -> dict:
     steps = _StepFunctions(
         strategy, model, optimizer, loss_fn, loss_weights, config.batch_size, train_ds.element_spec
     )
-    history = _History(os.path.join(out_dir, "history.csv"), resumed_at)
-    timer = train_lib.EpochTimer(os.path.join(out_dir, "epoch_times.json"), datasets.num_train)
-    writers = {
-        split: tf.summary.create_file_writer(os.path.join(out_dir, "logs", split))
-        for split in ("train", "validation")
-    }
-    # A plain (one-device) copy of the model saves best.keras and the final files.
-    plain = train_lib.build_model(config, shape, classes)
-    precise = train_lib.precise_batch_norm(model, config, datasets.train, datasets.num_train)
-    train_lib.compile_model(plain, config, num_train=datasets.num_train)
+    # A plain (one-device) copy of the model runs the callbacks and saves the files.
+    plain = build_model(config, shape, classes)
+    compile_model(plain, config, num_train=datasets.num_train)
+    precise = precise_batch_norm(model, config, datasets.train, datasets.num_train)
+    timer = EpochTimer(os.path.join(out_dir, "epoch_times.json"), datasets.num_train)
+    callbacks = _run_callbacks(plain, out_dir, timer, float(best.numpy()))
 
+    callbacks.on_train_begin()
     for index in range(resumed_at, config.epochs):
-        timer.on_epoch_begin(index)
+        callbacks.on_epoch_begin(index)
         train_logs = steps.run_epoch(train_ds, steps.train)
         train_logs.pop("nll")
-        timer.on_test_begin()
-        if precise is not None:  # the same exact statistics on every worker
-            precise.estimator.update(precise.dataset, precise.num_batches)
-        else:
-            steps.sync_statistics()
+        check_finite([train_logs["loss"]], first_epoch=index + 1)
+        callbacks.on_test_begin()  # the epoch timer stops its training part here
+        _estimate_statistics(steps, precise)
         val_logs = steps.run_epoch(val_ds, steps.evaluate)
         val_logs.pop("nll")
-        timer.on_epoch_end(index)
-        if not all(np.isfinite(v) for v in train_logs.values()):
-            raise train_lib.TrainingDiverged(
-                f"training stopped: the loss became {train_logs['loss']} in epoch "
-                f"{index + 1}. Lower --learning-rate, add --warmup-epochs, or check the data."
-            )
         logs = {**train_logs, **{f"val_{k}": v for k, v in val_logs.items()}}
-        if logs["val_main_accuracy"] > best.numpy():
-            best.assign(logs["val_main_accuracy"])
-            _copy_weights(model, plain, optimizer, plain.optimizer)
-            plain.save(os.path.join(out_dir, "best.keras"))
+        _copy_weights(model, plain, optimizer, plain.optimizer)
+        callbacks.on_test_end(val_logs)
+        best.assign(max(float(best.numpy()), logs["val_main_accuracy"]))
         epoch.assign(index + 1)
-        # Every worker saves (a collective); only the chief's directory is kept.
+        # Every worker saves (a collective); only the chief's directory is kept. The
+        # checkpoint comes before history.csv: a run stopped between them repeats no row.
         manager.save(checkpoint_number=index + 1)
         if not is_chief:
             shutil.rmtree(write_dir, ignore_errors=True)
-        history.append(index, logs)
-        for split, prefix in (("train", ""), ("validation", "val_")):
-            with writers[split].as_default(step=index):
-                for key in train_logs:
-                    tf.summary.scalar(f"epoch_{key}", logs[prefix + key])
+        callbacks.on_epoch_end(index, logs)
         if is_chief:
             print(
                 f"Epoch {index + 1}/{config.epochs}: "
                 + ", ".join(f"{k} {v:.4f}" for k, v in logs.items())
             )
-    for writer in writers.values():
-        writer.close()
+    callbacks.on_train_end()
 
     with strategy.scope():
         optimizer.finalize_variable_values(model.trainable_variables)  # e.g. EMA weights
@@ -484,9 +381,9 @@ def _train(config, workdir, strategy, is_chief: bool, *, out_dir: str) -> dict:
     }
     _copy_weights(model, plain, optimizer, plain.optimizer)
     digest = weights_digest(plain)
-    print(f"Worker {_task(strategy)[0]}: final weights sha256 {digest}", flush=True)
-    inference = train_lib.save_models(plain, out_dir)
-    return train_lib.write_metrics(
+    print(f"Worker {placement.rank}: final weights sha256 {digest}", flush=True)
+    inference = save_models(plain, out_dir)
+    return write_metrics(
         out_dir,
         config,
         datasets,
@@ -497,9 +394,18 @@ def _train(config, workdir, strategy, is_chief: bool, *, out_dir: str) -> dict:
         resume_dir=write_dir,
         extra={
             "strategy": "multiworker",
-            "workers": _task(strategy)[1],
+            "workers": placement.num_workers,
             "weights_sha256": digest,
-            **train_lib.precise_bn_metrics(precise),
+            **precise_bn_metrics(precise),
         },
         verbose=is_chief,
     )
+
+
+def _estimate_statistics(steps: _StepFunctions, precise: PreciseBatchNormCallback | None):
+    """Exact batch-norm statistics over the cluster (`training.batchnorm`), or without them
+    the workers' moving statistics averaged: either way the same on every worker."""
+    if precise is not None:
+        precise.estimator.update(precise.dataset, precise.num_batches)
+    else:
+        steps.sync_statistics()

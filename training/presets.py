@@ -1,11 +1,15 @@
-"""Optimizer recipes as named presets, each with an optional linear warmup.
+"""Optimizer recipes as named presets.
 
 - `googlenet_paper`: SGD momentum 0.9, learning rate -4% every 8 epochs, Polyak averaging
   of the weights (Keras EMA), as in "Going deeper with convolutions", section 6.
 - `inception_v3_paper`: RMSProp (rho 0.9, momentum 0.9, epsilon 1.0), learning rate 0.045
   decayed x0.94 every 2 epochs, gradient clipping at global norm 2.0, label smoothing 0.1
   ("Rethinking the Inception Architecture", section 8).
-- `default`: a short schedule for small data: AdamW with cosine decay and warmup.
+- `default`: a short schedule for small data: AdamW with cosine decay after a linear
+  warmup (`keras.optimizers.schedules.CosineDecay(warmup_target=, warmup_steps=)`).
+
+The paper presets decay in stairs from the first step, as the papers do; Keras's schedules
+give them no warmup, so `warmup_epochs` other than 0 is refused for them.
 """
 
 from __future__ import annotations
@@ -13,36 +17,6 @@ from __future__ import annotations
 import dataclasses
 
 import keras
-from keras import ops
-
-
-@keras.saving.register_keras_serializable(package="keras_inception_training")
-class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warmup from 0 over `warmup_steps`, then `schedule(step - warmup_steps)`."""
-
-    def __init__(self, schedule, warmup_steps: int):
-        self.schedule = schedule
-        self.warmup_steps = int(warmup_steps)
-
-    def __call__(self, step):
-        step = ops.cast(step, "float32")
-        warmup = ops.cast(self.warmup_steps, "float32")
-        after = self.schedule(ops.maximum(step - warmup, 0.0))
-        if self.warmup_steps == 0:
-            return after
-        return ops.where(step < warmup, after * (step + 1.0) / warmup, after)
-
-    def get_config(self):
-        return {
-            "schedule": keras.optimizers.schedules.serialize(self.schedule),
-            "warmup_steps": self.warmup_steps,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["schedule"] = keras.optimizers.schedules.deserialize(config["schedule"])
-        return cls(**config)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +48,25 @@ def get_preset(name: str) -> Preset:
     return PRESETS[name]
 
 
+def scaled_learning_rate(preset: Preset, global_batch_size: int) -> float:
+    """The preset's learning rate scaled linearly to `global_batch_size`."""
+    return preset.learning_rate * global_batch_size / preset.reference_batch
+
+
+def check_warmup(preset: Preset, warmup_epochs: float | None) -> None:
+    """Raises ValueError for a warmup that the preset's schedule cannot give."""
+    if warmup_epochs is None:
+        return
+    if warmup_epochs < 0:
+        raise ValueError(f"warmup_epochs must be >= 0; received {warmup_epochs!r}")
+    if warmup_epochs and preset.name != "default":
+        raise ValueError(
+            f"the {preset.name} preset decays in stairs from the first step and has no warmup; "
+            f"received warmup_epochs={warmup_epochs!r}. Warm up with the default preset "
+            "(cosine decay), or pass 0."
+        )
+
+
 def make_optimizer(
     preset: Preset,
     *,
@@ -84,29 +77,37 @@ def make_optimizer(
     warmup_epochs: float | None = None,
 ) -> keras.optimizers.Optimizer:
     """The preset's optimizer and schedule for a run of `epochs` x `steps_per_epoch`."""
-    base = learning_rate or preset.learning_rate * global_batch_size / preset.reference_batch
-    warmup_epochs = preset.warmup_epochs if warmup_epochs is None else warmup_epochs
-    warmup_steps = int(round(warmup_epochs * steps_per_epoch))
-    total = max(steps_per_epoch * epochs - warmup_steps, 1)
+    check_warmup(preset, warmup_epochs)
+    base = learning_rate or scaled_learning_rate(preset, global_batch_size)
     schedules = keras.optimizers.schedules
     if preset.name == "googlenet_paper":
         schedule = schedules.ExponentialDecay(base, 8 * steps_per_epoch, 0.96, staircase=True)
         return keras.optimizers.SGD(
-            LinearWarmup(schedule, warmup_steps),
-            momentum=0.9,
-            weight_decay=2e-4,
-            use_ema=True,
-            ema_momentum=0.999,
+            schedule, momentum=0.9, weight_decay=2e-4, use_ema=True, ema_momentum=0.999
         )
     if preset.name == "inception_v3_paper":
         schedule = schedules.ExponentialDecay(base, 2 * steps_per_epoch, 0.94, staircase=True)
         return keras.optimizers.RMSprop(
-            LinearWarmup(schedule, warmup_steps),
+            schedule,
             rho=0.9,
             momentum=0.9,
             epsilon=1.0,
             global_clipnorm=2.0,
             weight_decay=4e-5,
         )
-    schedule = schedules.CosineDecay(base, decay_steps=total, alpha=0.0)
-    return keras.optimizers.AdamW(LinearWarmup(schedule, warmup_steps), weight_decay=0.05)
+    warmup_epochs = preset.warmup_epochs if warmup_epochs is None else warmup_epochs
+    warmup_steps = int(round(warmup_epochs * steps_per_epoch))
+    total_steps = max(steps_per_epoch * epochs, 1)
+    if warmup_steps > 1:
+        # Step k of the warmup trains at base * (k + 1) / warmup_steps: the last warmup step
+        # is the first at `base` (Keras's warmup reaches its target one step after its end),
+        # then cosine decay reaches 0 at the last step of the run.
+        schedule = schedules.CosineDecay(
+            base / warmup_steps,
+            decay_steps=max(total_steps - warmup_steps + 1, 1),
+            warmup_target=base,
+            warmup_steps=warmup_steps - 1,
+        )
+    else:
+        schedule = schedules.CosineDecay(base, decay_steps=total_steps)
+    return keras.optimizers.AdamW(schedule, weight_decay=0.05)

@@ -2,9 +2,10 @@
 MultiWorkerMirroredStrategy across machines (configured by `TF_CONFIG`).
 
 Logical CPU devices and the multi-worker runtime must be configured before TensorFlow runs
-its first op, so `make_strategy` is called first thing by the command line, by
-`train_and_evaluate` and by `tune`. `jit_compile` must stay off under MirroredStrategy on
-logical CPUs (it fails there).
+its first op, so `place` (or `make_strategy`) is called first thing by `train_and_evaluate`
+and by `tune`. `TF_CONFIG` is parsed once, there, into the run's `Placement`.
+`jit_compile` must stay off under MirroredStrategy on logical CPUs (it fails there:
+`logical_cpu_replicas`).
 
 Batches that do not split evenly over the replicas: TensorFlow gives each replica
 `ceil(batch / replicas)` examples of a batch until it runs out (`replica_shares`), so a
@@ -21,13 +22,21 @@ import dataclasses
 import json
 import math
 import os
+import signal
+import socket
+import threading
+from collections.abc import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import tree
+from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+from tensorflow.python.distribute import multi_worker_util
+from tensorflow.python.eager import context
 
 STRATEGIES = ("auto", "mirrored", "multiworker", "onedevice")
+_BYTES_PER_PACK = 32 * 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,10 +165,42 @@ def configure_cpu_replicas(replicas: int) -> None:
         ) from err
 
 
-def make_strategy(
-    replicas: int | None = None, name: str = "auto", *, connect_timeout: float = 300.0
-) -> tf.distribute.Strategy:
-    """The distribution strategy `name` stands for on this machine.
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where a run trains: its strategy and, for a multi-worker run, its cluster.
+
+    Args:
+        strategy: tf.distribute.Strategy. The strategy to train under.
+        name: str. The strategy's name after "auto" is resolved (one of `STRATEGIES`).
+        cluster: ClusterConfig or None. `TF_CONFIG`, parsed once; None when unset.
+    """
+
+    strategy: tf.distribute.Strategy
+    name: str
+    cluster: ClusterConfig | None = None
+
+    @property
+    def rank(self) -> int:
+        """This worker's rank in the cluster (0: the chief, which writes the workdir)."""
+        return self.cluster.rank if self.cluster is not None else 0
+
+    @property
+    def num_workers(self) -> int:
+        return len(self.cluster.workers) if self.cluster is not None else 1
+
+    @property
+    def is_chief(self) -> bool:
+        return self.rank == 0
+
+
+def place(
+    replicas: int | None = None,
+    name: str = "auto",
+    *,
+    connect_timeout: float = 300.0,
+    refuse_multiworker: Callable[[str], str] | None = None,
+) -> Placement:
+    """The distribution strategy `name` stands for on this machine, and the cluster.
 
     - "mirrored": MirroredStrategy over all GPUs, or over `replicas` logical CPUs; "auto"
       without a multi-worker TF_CONFIG is the same, except that one device gets
@@ -169,51 +210,146 @@ def make_strategy(
       seconds. Without TF_CONFIG it is a cluster of this one process.
     - "onedevice": the first GPU, else the CPU.
 
+    Call it before any TensorFlow op runs: it configures logical CPUs and the cluster.
+
     Args:
         replicas: int or None. CPU replicas (logical devices) when no GPU is visible.
             Ignored when GPUs are visible: every GPU is a replica. Defaults to None (one).
         name: str. One of `STRATEGIES`. Defaults to "auto".
         connect_timeout: float. Seconds a multi-worker task waits for the others.
+        refuse_multiworker: callable or None. For a job that cannot run multi-worker:
+            given the requested name, returns the ValueError message raised before any
+            worker is contacted. Defaults to None (multi-worker allowed).
 
     Raises:
         ValueError: a bad name, `replicas` or TF_CONFIG, or replicas with a strategy that
             cannot use them.
-        RuntimeError: a worker could not reach the others in time.
+        ClusterError: a worker could not reach the others in time.
     """
     if replicas is not None and (isinstance(replicas, bool) or replicas < 1):
         raise ValueError(f"replicas must be a positive integer; received {replicas!r}")
     cluster = parse_tf_config()
-    name = resolve_strategy_name(name, cluster)
+    resolved = resolve_strategy_name(name, cluster)
+    if resolved == "multiworker" and refuse_multiworker is not None:
+        raise ValueError(refuse_multiworker(name))
     gpus = tf.config.list_physical_devices("GPU")
-    if name == "multiworker":
+    if resolved == "multiworker":
         if replicas and replicas > 1:
             raise ValueError(
                 f"--replicas {replicas} splits one machine's CPU for MirroredStrategy; under "
                 "multiworker every worker trains on its GPUs, or on its whole CPU"
             )
-        from training.multiworker import make_multiworker_strategy
-
-        return make_multiworker_strategy(cluster, connect_timeout=connect_timeout)
-    if name == "onedevice":
+        strategy = make_multiworker_strategy(cluster, connect_timeout=connect_timeout)
+        return Placement(strategy, resolved, cluster)
+    if resolved == "onedevice":
         if replicas and replicas > 1:
             raise ValueError(
                 f"--replicas {replicas} needs a mirrored strategy; onedevice trains on one device"
             )
-        return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+        return Placement(tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0"), resolved)
     if gpus:
         if len(gpus) > 1 or name == "mirrored":
-            return tf.distribute.MirroredStrategy()
-        return tf.distribute.OneDeviceStrategy("/gpu:0")
+            return Placement(tf.distribute.MirroredStrategy(), resolved)
+        return Placement(tf.distribute.OneDeviceStrategy("/gpu:0"), resolved)
     if replicas and replicas > 1:
         configure_cpu_replicas(replicas)
-        return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(replicas)])
+        devices = [f"/cpu:{i}" for i in range(replicas)]
+        return Placement(tf.distribute.MirroredStrategy(devices), resolved)
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy(["/cpu:0"])
-    return tf.distribute.OneDeviceStrategy("/cpu:0")
+        return Placement(tf.distribute.MirroredStrategy(["/cpu:0"]), resolved)
+    return Placement(tf.distribute.OneDeviceStrategy("/cpu:0"), resolved)
+
+
+def make_strategy(
+    replicas: int | None = None, name: str = "auto", *, connect_timeout: float = 300.0
+) -> tf.distribute.Strategy:
+    """`place(replicas, name).strategy`: the strategy alone, for code that needs no
+    cluster details (tests, benchmarks, notebooks)."""
+    return place(replicas, name, connect_timeout=connect_timeout).strategy
+
+
+class ClusterError(RuntimeError):
+    """A worker could not reach the others, or lost them during training."""
+
+
+def _accepts(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=2.0):
+            return True
+    except OSError:
+        return False
+
+
+def make_multiworker_strategy(
+    cluster: ClusterConfig | None, *, connect_timeout: float = 300.0
+) -> tf.distribute.MultiWorkerMirroredStrategy:
+    """MultiWorkerMirroredStrategy over `cluster` (None: this process alone).
+
+    Creating the strategy blocks until every worker has joined TensorFlow's coordination
+    service (by default for ever, and SIGTERM cannot stop it); here it gives up after
+    `connect_timeout` seconds with a ClusterError that names the workers not answering.
+    """
+    options = tf.distribute.experimental.CommunicationOptions(
+        # Packs the gradients into a few all-reduces instead of one per variable, which
+        # dominated a step: 0.57 s -> 0.29 s a step for 2 CPU workers on one 2-core host.
+        bytes_per_pack=_BYTES_PER_PACK,
+    )
+    if cluster is None or len(cluster.workers) == 1:
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    _configure_coordination(cluster, connect_timeout)
+    try:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    except tf.errors.OpError as err:
+        missing = [a for a in cluster.workers if a != cluster.address and not _accepts(a)]
+        raise ClusterError(
+            f"worker {cluster.rank} ({cluster.address}) could not reach the other workers "
+            f"within {connect_timeout:g} s"
+            + (f" (not answering: {', '.join(missing)})" if missing else "")
+            + ". Start the same command on every host of TF_CONFIG, check its addresses and "
+            f"that the ports are open between the hosts. ({type(err).__name__})"
+        ) from err
+    # TensorFlow catches SIGTERM once the cluster is up, so `kill` and job schedulers could
+    # not stop a worker; the default action ends it (the run resumes from its checkpoint).
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    return strategy
+
+
+def _configure_coordination(cluster: ClusterConfig, timeout: float) -> None:
+    """TensorFlow's coordination service as MultiWorkerMirroredStrategy sets it up, plus a
+    registration timeout (the strategy keeps a service that is already configured).
+
+    Uses TensorFlow internals (TF 2.21): no public API sets this timeout.
+    """
+    spec = tf.distribute.cluster_resolver.TFConfigClusterResolver().cluster_spec()
+    context.context().configure_coordination_service(
+        service_type="standalone",
+        service_leader=multi_worker_util.coordination_leader(spec),
+        cluster_register_timeout_in_ms=int(timeout * 1000),
+        coordinated_jobs=[
+            coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job))
+            for job in ("chief", "worker")
+            if job in spec.jobs
+        ],
+    )
+    # Without the barrier the leader (which hosts the service) waits for ever.
+    context.context().coordination_service.cluster_register_with_barrier = True
 
 
 def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def logical_cpu_replicas(strategy: tf.distribute.Strategy) -> int:
+    """How many logical CPU devices a MirroredStrategy mirrors over (0 for any other
+    strategy, or for one device): XLA fails there."""
+    if not isinstance(strategy, tf.distribute.MirroredStrategy):
+        return 0
+    devices = strategy.extended.worker_devices
+    if len(devices) < 2 or not all("CPU" in d.upper() for d in devices):
+        return 0
+    return len(devices)
 
 
 def mixed_precision_policy() -> str:

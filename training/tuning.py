@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
-import math
 import os
 import time
 from collections.abc import Mapping
@@ -43,19 +41,20 @@ import keras_tuner as kt
 
 import keras_inception as ki
 from keras_inception.analysis import macs as count_macs
-from keras_inception.heads import AUX_LOSS_WEIGHTS
 from keras_inception.specs import scale_table
-from training.model_setup import output_names_of, with_targets
-from training.presets import get_preset
-from training.strategy import make_strategy, parse_tf_config, resolve_strategy_name
-from training.train import (
-    TrainConfig,
+from training.config import TrainConfig
+from training.model_setup import (
+    aux_loss_weight_of,
     build_model,
     compile_model,
-    load_data,
-    precise_batch_norm,
+    output_names_of,
+    run_learning_rate,
+    with_targets,
 )
-from training.workdir import check_config
+from training.runkit import load_data, precise_batch_norm, start_run
+from training.strategy import place
+from training.tuning_report import INFO_FILE, format_table, plot_pareto, read_info, trial_rows
+from training.workdir import claim, write_json
 
 SPACES = ("per_module", "bottleneck_ratio")
 TUNERS = ("random", "bayesian", "hyperband")
@@ -63,14 +62,7 @@ TUNERS = ("random", "bayesian", "hyperband")
 WIDTH_FRACTIONS = (0.125, 0.25, 0.5, 0.75, 1.0)
 # Consecutive trials failing for a reason other than the budget that end the search.
 MAX_CONSECUTIVE_FAILURES = 3
-INFO_FILE = "tuning.json"
 CONFIG_FILE = "tune_config.json"
-
-DEFAULT_TABLES: Mapping[str, Mapping[str, Any]] = {
-    "googlenet": ki.GOOGLENET_SPECS,
-    "inception_v2": ki.INCEPTION_V2_SPECS,
-    "inception_v3": ki.INCEPTION_V3_SPECS,
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,17 +191,13 @@ class InceptionHyperModel(kt.HyperModel):
         num_train: int,
     ):
         super().__init__(name=f"{config.model}_{tune_config.space}")
-        if config.model not in DEFAULT_TABLES:
-            raise ValueError(
-                f"no width table to tune for model {config.model!r}; "
-                f"tunable models: {sorted(DEFAULT_TABLES)}"
-            )
         self.config = config
         self.tune_config = tune_config
         self.image_shape = tuple(image_shape)
         self.num_classes = num_classes
         self.num_train = num_train
-        self.default_table = DEFAULT_TABLES[config.model]
+        # The registry's paper table for the model (ValueError for an unknown name).
+        self.default_table = ki.default_specs(config.model)
         self.record_dir: str | None = None
 
     # --- hyperparameters -----------------------------------------------------------------
@@ -233,13 +221,6 @@ class InceptionHyperModel(kt.HyperModel):
             return self.config.bottleneck_ratio
         return hp.Float("bottleneck_ratio", 0.125, 1.0, step=0.125, default=1.0)
 
-    def default_learning_rate(self) -> float:
-        """The learning rate `train` uses for the config (the preset's, batch-scaled)."""
-        if self.config.learning_rate:
-            return self.config.learning_rate
-        preset = get_preset(self.config.preset)
-        return preset.learning_rate * self.config.batch_size / preset.reference_batch
-
     def final_table(self, hp: kt.HyperParameters) -> dict[str, Any]:
         """The final width of every conv for `hp`: what `best_specs.json` holds."""
         return scale_table(
@@ -250,21 +231,21 @@ class InceptionHyperModel(kt.HyperModel):
         )
 
     def declare_hyperparameters(self, hp: kt.HyperParameters) -> None:
-        self.table(hp)
-        self.bottleneck_ratio(hp)
-        self._training_values(hp)
+        """Declares every hyperparameter of the search in `hp` (by building its model)."""
+        self.build(hp)
 
-    def _training_values(self, hp: kt.HyperParameters) -> tuple[float | None, float | None]:
+    def _training_values(
+        self, hp: kt.HyperParameters, model: keras.Model
+    ) -> tuple[float | None, float | None]:
         learning_rate = aux_loss_weight = None
         if self.tune_config.search_learning_rate:
-            default = self.default_learning_rate()
+            default = run_learning_rate(self.config)
             learning_rate = hp.Float(
                 "learning_rate", default / 10, default * 10, sampling="log", default=default
             )
-        if self.tune_config.search_aux_weight and self.config.aux:
-            default = self.config.aux_loss_weight
-            if default is None:  # the model's own weight: 0.3 (GoogLeNet), 0.4 (V2/V3)
-                default = AUX_LOSS_WEIGHTS["aux1" if self.config.model == "googlenet" else "aux"]
+        default = aux_loss_weight_of(model, self.config)
+        if self.tune_config.search_aux_weight and default is not None:
+            # The config's weight, else the model's own: 0.3 (GoogLeNet), 0.4 (V2/V3).
             aux_loss_weight = hp.Float("aux_loss_weight", 0.0, 1.0, default=default)
         return learning_rate, aux_loss_weight
 
@@ -278,7 +259,7 @@ class InceptionHyperModel(kt.HyperModel):
             specs=self.table(hp),
             bottleneck_ratio=self.bottleneck_ratio(hp),
         )
-        learning_rate, aux_loss_weight = self._training_values(hp)
+        learning_rate, aux_loss_weight = self._training_values(hp, model)
         compile_model(
             model,
             self.config,
@@ -328,7 +309,7 @@ class InceptionHyperModel(kt.HyperModel):
         if self.record_dir:
             os.makedirs(self.record_dir, exist_ok=True)
             info = {**info, "seconds": round(time.perf_counter() - start, 3)}
-            _write_json(os.path.join(self.record_dir, INFO_FILE), info)
+            write_json(os.path.join(self.record_dir, INFO_FILE), info)
 
 
 # --- tuners --------------------------------------------------------------------------------
@@ -342,7 +323,7 @@ class _BudgetAwareTuner:
         return super().run_trial(trial, *args, **kwargs)
 
     def on_trial_end(self, trial):
-        info = _read_info(self.get_trial_dir(trial.trial_id))
+        info = read_info(self.get_trial_dir(trial.trial_id))
         rejected = bool(info and info.get("reason"))
         failed = trial.status != kt.engine.trial.TrialStatus.COMPLETED and not rejected
         super().on_trial_end(trial)
@@ -394,149 +375,26 @@ def make_tuner(
     return HyperbandTuner(max_epochs=hypermodel.config.epochs, factor=3, **common)
 
 
-# --- results -------------------------------------------------------------------------------
-
-
-def _write_json(path: str, data: Any) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-
-
-def _read_info(trial_dir: str) -> dict | None:
-    path = os.path.join(trial_dir, INFO_FILE)
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def trial_rows(tuner: kt.Tuner, hypermodel: InceptionHyperModel) -> list[dict]:
-    """One dict per trial: id, status, params, train_params, macs, train_macs, objective,
-    seconds, reason, widths.
-
-    A trial recorded before the inference counts existed (its `params` and `macs` counted
-    the auxiliary heads, and it has no `train_params`) is counted again from its
-    hyperparameters, so that one column never mixes the two countings.
-    """
-    objective = tuner.oracle.objective.name
-    names = [hp.name for hp in tuner.oracle.hyperparameters.space]
-    rows = []
-    for trial_id in sorted(tuner.oracle.trials):
-        trial = tuner.oracle.trials[trial_id]
-        info = _read_info(tuner.get_trial_dir(trial_id)) or {}
-        if "params" in info and "train_params" not in info:
-            info = {**info, **hypermodel.counts(trial.hyperparameters)}
-        value = None
-        if trial.status == "COMPLETED" and trial.metrics.exists(objective):
-            value = trial.metrics.get_best_value(objective)
-        status = "REJECTED" if info.get("reason") else trial.status
-        row = {
-            "trial_id": trial_id,
-            "status": status,
-            "params": info.get("params"),
-            "train_params": info.get("train_params"),
-            "macs": info.get("macs"),
-            "train_macs": info.get("train_macs"),
-            objective: value,
-            "seconds": info.get("seconds"),
-            "reason": info.get("reason") or "",
-        }
-        row.update({name: trial.hyperparameters.values.get(name) for name in names})
-        rows.append(row)
-    return rows
-
-
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points `(cost, accuracy)` no other point beats on both (cheaper or
-    equal cost with higher accuracy), sorted by cost."""
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
-    front, best = [], -math.inf
-    for i in order:
-        if points[i][1] > best:
-            front.append(i)
-            best = points[i][1]
-    return front
-
-
-def plot_pareto(rows: list[dict], objective: str, default_macs: int, path: str) -> None:
-    """Validation accuracy against the inference model's multiply-adds; the Pareto front
-    and the paper default."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    done = [r for r in rows if r[objective] is not None]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    if done:
-        points = [(r["macs"], r[objective]) for r in done]
-        ax.scatter([p[0] for p in points], [p[1] for p in points], label="trials", alpha=0.6)
-        front = pareto_front(points)
-        ax.plot(
-            [points[i][0] for i in front],
-            [points[i][1] for i in front],
-            "r-o",
-            label="Pareto front",
-        )
-        defaults = [r for r in done if r["macs"] == default_macs and r.get("is_default")]
-        for r in defaults:
-            ax.scatter([r["macs"]], [r[objective]], marker="*", s=250, c="k", zorder=3)
-    ax.axvline(default_macs, color="k", linestyle="--", label="paper widths")
-    ax.set_xlabel("multiply-adds per image (inference: no auxiliary heads)")
-    ax.set_ylabel(objective)
-    ax.set_title("bottleneck-width search")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def format_table(rows: list[dict], objective: str, width_names: list[str]) -> str:
-    """The printed summary: one line per trial, Pareto-front trials starred.
-
-    `params` and `macs` are the inference model's; the training model's `train_params` and
-    `train_macs` columns are added where a trial's differ (a model with auxiliary heads).
-    """
-    done = [r for r in rows if r[objective] is not None]
-    front = {done[i]["trial_id"] for i in pareto_front([(r["macs"], r[objective]) for r in done])}
-    columns = [("params", 11), ("macs", 14)]
-    if any(r.get("train_params") not in (None, r["params"]) for r in rows):
-        columns = [("params", 11), ("train_params", 12), ("macs", 14), ("train_macs", 14)]
-    header = f"{'trial':>6} {'status':>9} " + " ".join(f"{name:>{w}}" for name, w in columns)
-    lines = [header + f" {objective:>18} {'s':>7}" + ("  widths" if width_names else "")]
-    for r in rows:
-        value = "" if r[objective] is None else f"{r[objective]:.4f}"
-        if r["trial_id"] in front:
-            value = "* " + value
-        counts = " ".join(
-            f"{'' if r.get(name) is None else f'{r[name]:,}':>{w}}" for name, w in columns
-        )
-        seconds = "" if r["seconds"] is None else f"{r['seconds']:.1f}"
-        widths = " ".join(str(r[name]) for name in width_names)
-        lines.append(
-            f"{r['trial_id']:>6} {r['status']:>9} {counts} {value:>18} {seconds:>7}  {widths}"
-        )
-    lines.append("* on the Pareto front (no cheaper trial is as accurate)")
-    lines.append("params, macs: the inference model (auxiliary heads stripped)")
-    return "\n".join(lines)
-
-
-def _prepare_workdir(config: TrainConfig, tune_config: TuneConfig, workdir: str) -> None:
-    """Refuses a workdir holding another search; a field missing from its saved
-    `tune_config.json` (added to TrainConfig or TuneConfig later) counts as its default."""
-    os.makedirs(workdir, exist_ok=True)
-    current = {"train": dataclasses.asdict(config), "tune": dataclasses.asdict(tune_config)}
-    defaults = {
-        "train": dataclasses.asdict(TrainConfig()),
-        "tune": dataclasses.asdict(TuneConfig()),
-    }
-    current, defaults = json.loads(json.dumps(current)), json.loads(json.dumps(defaults))
-    check_config(
-        workdir, CONFIG_FILE, current, defaults, what="search", advice="use another --workdir"
+def prepare_search(config: TrainConfig, tune_config: TuneConfig, workdir: str) -> bool:
+    """Refuses a workdir holding another search (`training.workdir.claim`; a field missing
+    from its saved `tune_config.json` counts as its default); returns whether it resumes."""
+    return claim(
+        workdir,
+        CONFIG_FILE,
+        {"train": config, "tune": tune_config},
+        {"train": TrainConfig(), "tune": TuneConfig()},
+        what="search",
+        advice="use another --workdir",
     )
-    _write_json(os.path.join(workdir, CONFIG_FILE), current)
+
+
+def _multiworker_refusal(name: str) -> str:
+    return (
+        "tune trains its trials with Keras fit, which does not run under "
+        "MultiWorkerMirroredStrategy (keras-team/keras#20585); search on one machine "
+        f"(--strategy mirrored or onedevice). Received --strategy {name}"
+        + (" with a multi-worker TF_CONFIG" if name == "auto" else "")
+    )
 
 
 def tune(
@@ -546,16 +404,12 @@ def tune(
 
     Returns `{"rows": [...], "best": row or None, "objective": name}`.
     """
-    if resolve_strategy_name(config.strategy, parse_tf_config()) == "multiworker":
-        raise ValueError(
-            "tune trains its trials with Keras fit, which does not run under "
-            "MultiWorkerMirroredStrategy (keras-team/keras#20585); search on one machine "
-            f"(--strategy mirrored or onedevice). Received --strategy {config.strategy}"
-            + (" with a multi-worker TF_CONFIG" if config.strategy == "auto" else "")
-        )
-    strategy = make_strategy(config.replicas, config.strategy)  # before any TF op
-    _prepare_workdir(config, tune_config, workdir)
-    keras.utils.set_random_seed(config.seed)
+    # Before any TF op: logical CPUs. Keras fit does not run under MultiWorkerMirroredStrategy.
+    strategy = place(
+        config.replicas, config.strategy, refuse_multiworker=_multiworker_refusal
+    ).strategy
+    prepare_search(config, tune_config, workdir)
+    start_run(config)
 
     datasets = load_data(config, strategy)
     hypermodel = InceptionHyperModel(

@@ -1,18 +1,41 @@
-"""The configuration check that `train` and `tune` share before resuming a workdir.
+"""Workdir I/O shared by every driver: one configuration check, the resume messages, the
+epoch timer, the saved models and metrics.json.
 
 A workdir records its job's configuration as JSON (`config.json` for `train`,
 `tune_config.json` for `tune`). Rerunning on the same workdir resumes the job only when the
 configuration is the same. A field added to a config dataclass after the file was written
 is missing from it and counts as the field's default, so adding a field never stops an
 existing run or search from resuming.
+
+A training run's workdir:
+
+    config.json     the run's configuration
+    history.csv     per-epoch losses and metrics (train and validation)
+    curves.png      loss and accuracy per epoch, train vs validation
+    best.keras      the best model by validation accuracy
+    model.keras     the final model, with auxiliary heads
+    inference.keras the final model without auxiliary heads (same weights)
+    export/         a SavedModel of the inference model (`model.export`)
+    metrics.json    test top-1, top-5, loss, images/s, epoch times, skipped files
+    logs/           TensorBoard
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
+import time
 from collections.abc import Mapping
 from typing import Any
+
+import keras
+
+import keras_inception as ki
+from training.config import TrainConfig
+from training.data import Datasets
+from training.plots import plot_curves
 
 
 def changed_fields(
@@ -84,3 +107,201 @@ def check_config(
             f"{changed}); {advice}"
         )
     return True
+
+
+def json_default(value: Any):
+    """JSON for numpy scalars (their value) and anything else (its str)."""
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def write_json(path: str, data: Any) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, default=json_default)
+        f.write("\n")
+
+
+def read_json(path: str) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def as_json(config: Any) -> Any:
+    """A dataclass (or a mapping of them) as JSON would hold it: lists, not tuples."""
+    if dataclasses.is_dataclass(config):
+        config = dataclasses.asdict(config)
+    elif isinstance(config, Mapping):
+        config = {
+            k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
+            for k, v in config.items()
+        }
+    return json.loads(json.dumps(config, default=json_default))
+
+
+def claim(
+    workdir: str, filename: str, current: Any, defaults: Any, *, what: str, advice: str
+) -> bool:
+    """Checks `workdir/filename` against `current` (`check_config`), then writes `current`
+    there; returns whether the workdir held the same job (it resumes).
+
+    `current` and `defaults` are dataclasses or mappings of them (`as_json`).
+    """
+    os.makedirs(workdir, exist_ok=True)
+    current, defaults = as_json(current), as_json(defaults)
+    resumed = check_config(workdir, filename, current, defaults, what=what, advice=advice)
+    write_json(os.path.join(workdir, filename), current)
+    return resumed
+
+
+def prepare_workdir(config: TrainConfig, workdir: str, overwrite: bool) -> dict | None:
+    """Returns the finished run's metrics when there is one and `overwrite` is False."""
+    if overwrite and os.path.isdir(workdir):
+        shutil.rmtree(workdir)
+    advice = "use another --workdir or pass --overwrite"
+    resumed = claim(workdir, "config.json", config, TrainConfig(), what="run", advice=advice)
+    metrics_path = os.path.join(workdir, "metrics.json")
+    if resumed and os.path.exists(metrics_path):
+        return read_json(metrics_path)
+    return None
+
+
+def finished_message(workdir: str, metrics: dict) -> str:
+    return (
+        f"{workdir}: this run already finished (test top-1 {metrics['top1']:.4f}); "
+        "nothing to train. Pass --overwrite to train it again."
+    )
+
+
+def resume_message(workdir: str, done: int, epochs: int) -> str | None:
+    """What a run resumed after `done` finished epochs of `epochs` says (None: a new run)."""
+    if done >= epochs:
+        return f"Resuming {workdir}: all {epochs} epochs are done; evaluating and exporting."
+    if done:
+        return (
+            f"Resuming {workdir}: epochs 1-{done} are done; continuing at epoch {done + 1} "
+            f"of {epochs}."
+        )
+    return None
+
+
+def backed_up_epochs(backup_dir: str) -> int:
+    """Epochs finished by the run whose `keras.callbacks.BackupAndRestore` state is here."""
+    path = os.path.join(backup_dir, "training_metadata.json")
+    if not os.path.exists(path):
+        return 0
+    return int(read_json(path).get("epoch", 0))
+
+
+def save_models(model: keras.Model, workdir: str) -> keras.Model:
+    """Writes model.keras, inference.keras, export/ and curves.png; returns the inference
+    model (auxiliary heads stripped, same weights)."""
+    model.save(os.path.join(workdir, "model.keras"))
+    inference = ki.strip_aux_heads(model)
+    inference.save(os.path.join(workdir, "inference.keras"))
+    export_dir = os.path.join(workdir, "export")
+    if os.path.isdir(export_dir):
+        shutil.rmtree(export_dir)
+    inference.export(export_dir, verbose=False)
+    plot_curves(os.path.join(workdir, "history.csv"), os.path.join(workdir, "curves.png"))
+    return inference
+
+
+def write_metrics(
+    workdir: str,
+    config: TrainConfig,
+    datasets: Datasets,
+    *,
+    test: dict,
+    timer: EpochTimer,
+    params: tuple[int, int],
+    replicas: int,
+    resume_dir: str,
+    extra: dict | None = None,
+    verbose: bool = True,
+) -> dict:
+    """Writes metrics.json, then deletes the resume state in `resume_dir` (the run is over)
+    and prints a summary (when `verbose`); returns the metrics."""
+    metrics = {
+        "top1": test["top1"],
+        "top5": test["top5"],
+        "loss": test["loss"],
+        "train_images_per_sec": timer.images_per_sec(),
+        "eval_images_per_sec": test["images_per_sec"],
+        "epoch_times": timer.column("epoch"),
+        "train_seconds": timer.column("train"),
+        "epochs": config.epochs,
+        "num_train": datasets.num_train,
+        "num_validation": datasets.num_validation,
+        "num_test": datasets.num_test,
+        "params": params[0],
+        "inference_params": params[1],
+        "replicas": replicas,
+        "skipped_files": datasets.skipped.count,
+        "train_repeats": datasets.train_repeats,
+        "skipped": [list(item) for item in datasets.skipped.files],
+        **(extra or {}),
+    }
+    write_json(os.path.join(workdir, "metrics.json"), metrics)
+    shutil.rmtree(resume_dir, ignore_errors=True)
+    if not verbose:
+        return metrics
+    if datasets.skipped.count:
+        print(datasets.skipped.summary())
+    if metrics.get("precise_bn_seconds"):
+        seconds = metrics["precise_bn_seconds"]
+        print(
+            f"Precise batch norm: {len(seconds)} estimate(s) over {metrics['precise_bn_images']} "
+            f"training images, {sum(seconds):.1f} s in all ({sum(seconds) / len(seconds):.1f} s "
+            "each)."
+        )
+    print(
+        f"Test top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f}, loss "
+        f"{metrics['loss']:.4f} on {datasets.num_test} images; "
+        f"{metrics['train_images_per_sec']:.0f} training images/s.\n"
+        f"Workdir {workdir}: config.json, history.csv, curves.png, best.keras, model.keras, "
+        "inference.keras, export/, metrics.json, logs/ (TensorBoard)."
+    )
+    return metrics
+
+
+def repeats_message(datasets: Datasets, replicas: int) -> str:
+    return (
+        f"Each epoch repeats {datasets.train_repeats} of the {datasets.num_train} training "
+        f"images, so that its last batch gives each of the {replicas} replicas at least one."
+    )
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Wall time of each epoch and of its training part (without validation).
+
+    Kept across resumed runs in a JSON file, so a resumed run reports every epoch.
+    """
+
+    def __init__(self, path: str, num_train: int):
+        super().__init__()
+        self.path = path
+        self.num_train = num_train
+        self.times = read_json(path) if os.path.exists(path) else {}
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+        self._train_seconds = None
+
+    def on_test_begin(self, logs=None):
+        if self._train_seconds is None:  # validation starts: the epoch's training is over
+            self._train_seconds = time.perf_counter() - self._start
+
+    def on_epoch_end(self, epoch, logs=None):
+        total = time.perf_counter() - self._start
+        self.times[str(epoch + 1)] = {"epoch": total, "train": self._train_seconds or total}
+        write_json(self.path, self.times)
+
+    def column(self, key: str) -> list[float]:
+        return [self.times[k][key] for k in sorted(self.times, key=int)]
+
+    def images_per_sec(self) -> float:
+        """Training images/s; the first epoch (graph tracing) is left out when others exist."""
+        times = self.column("train")
+        steady = times[1:] if len(times) > 1 else times
+        return self.num_train / (sum(steady) / len(steady)) if steady else 0.0

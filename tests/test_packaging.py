@@ -1,0 +1,62 @@
+"""The install layout: `pip install keras-inception` brings Keras and NumPy only; the
+`training` extra brings every third-party package that `training/` imports."""
+
+import ast
+import importlib.metadata
+import pathlib
+import re
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DIST = "keras-inception"
+
+
+def _requirements() -> dict[str | None, set[str]]:
+    """Requirement names by extra (None: the base install), from the installed metadata."""
+    by_extra: dict[str | None, set[str]] = {}
+    for line in importlib.metadata.requires(DIST) or []:
+        name = re.split(r"[\s\[<>=!~;]", line, maxsplit=1)[0].lower().replace("_", "-")
+        extra = re.search(r'extra\s*==\s*"([^"]+)"', line)
+        by_extra.setdefault(extra.group(1) if extra else None, set()).add(name)
+    return by_extra
+
+
+def _third_party_imports(folder: pathlib.Path, *, module_level: bool = False) -> set[str]:
+    """Third-party top-level names imported by the modules of `folder` (and its
+    subpackages); `module_level`: only the imports run when a module is imported, not the
+    optional ones inside functions."""
+    names = set()
+    for path in folder.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in tree.body if module_level else ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module.split(".")[0])
+    own = {"keras_inception", "training", "benchmarks", "__future__"}
+    return {n for n in names if n not in own and n not in sys.stdlib_module_names}
+
+
+def test_the_base_install_is_keras_and_numpy():
+    assert _requirements()[None] == {"keras", "numpy"}
+
+
+def test_the_model_package_imports_only_what_the_base_install_brings():
+    imported = _third_party_imports(ROOT / "keras_inception", module_level=True)
+    assert imported <= {"keras", "numpy"}
+
+
+@pytest.mark.parametrize("folder", ["training"])
+def test_the_training_extra_covers_every_import_of_training(folder):
+    distributions = importlib.metadata.packages_distributions()
+    requirements = _requirements()
+    installed = requirements[None] | requirements["training"]
+    missing = {}
+    for module in sorted(_third_party_imports(ROOT / folder)):
+        names = {d.lower().replace("_", "-") for d in distributions.get(module, [module])}
+        if not names & installed:
+            missing[module] = sorted(names)
+    assert not missing, f"imported by {folder}/ but in no requirement: {missing}"
+    assert {"tensorflow", "tensorflow-datasets", "keras-tuner", "matplotlib"} <= installed
