@@ -96,7 +96,9 @@ def holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray,
 
     ``round(fraction * n)`` examples are held out (at least 1 and at most n - 1 when
     ``fraction > 0`` and n >= 2), chosen by scikit-learn's `train_test_split` with
-    ``stratify=labels``: every class keeps its proportion within one example.
+    ``stratify=labels``: every class keeps its proportion within one example (classes
+    of a single example are stratified together). Unstratified only where it cannot be:
+    fewer held-out (or kept) examples than classes.
 
     Args:
         labels: array of int. One label per example.
@@ -111,16 +113,25 @@ def holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray,
     positions = np.arange(n)
     if n_val == 0:
         return positions, positions[:0]
+    # scikit-learn stratifies only classes of two or more examples: the classes of one
+    # example share a stratum (or, when there is just one such example, it joins the
+    # largest class's), so that every other class keeps its proportion.
+    strata = labels.copy()
     classes, counts = np.unique(labels, return_counts=True)
-    # Stratification is impossible when a class has a single example, or when either side
-    # is smaller than the number of classes (scikit-learn refuses both): then the held-out
-    # examples are drawn without regard to class, still seeded.
-    stratifiable = counts.min() >= 2 and min(n_val, n - n_val) >= len(classes)
+    rare = np.isin(labels, classes[counts < 2])
+    if rare.sum() >= 2:
+        strata[rare] = classes.max() + 1
+    elif rare.any():
+        strata[rare] = classes[np.argmax(counts)]
+    # Stratification is impossible when either side is smaller than the number of strata
+    # (scikit-learn refuses it): the held-out examples are then drawn regardless of
+    # class, still seeded.
+    stratifiable = min(n_val, n - n_val) >= len(np.unique(strata))
     train, val = train_test_split(
         positions,
         test_size=n_val,
         random_state=seed,
-        stratify=labels if stratifiable else None,
+        stratify=strata if stratifiable else None,
     )
     return np.sort(train), np.sort(val)
 
