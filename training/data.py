@@ -147,13 +147,14 @@ class Datasets:
     """The three batched pipelines and what the model needs to know about them.
 
     Under MultiWorkerMirroredStrategy, train with the per-worker pipelines of
-    `distribute` (or `worker_dataset`): each worker reads only its share. Every worker's
-    share of a split has the same size, ``ceil(n / workers)``, so every worker runs the
-    same number of steps (the collectives hang otherwise): a training share is topped up
-    by repeating its first examples (counted in ``train_repeats``), and a validation or
-    test share by examples whose label is **-1**, which every sum of the evaluation must
-    mask out (``labels >= 0``). The plain ``train``/``validation``/``test`` then hold every
-    example once.
+    `distribute` (or `worker_dataset`): each worker reads and decodes only its share.
+    Every worker's share of a split has the same size, so every worker runs the same
+    number of steps (the collectives hang otherwise): ``ceil(n / workers)`` examples, a
+    training share topped up by repeating its own first examples (counted in
+    ``train_repeats``; a few more when a worker has several replicas, so that none of them
+    gets an empty share of the last step), a validation or test share by examples whose
+    label is **-1**, which every sum of the evaluation must mask out (``labels >= 0``).
+    The plain ``train``/``validation``/``test`` then hold every example once.
 
     Attributes:
         train: tf.data.Dataset. Shuffled, augmented, batched, prefetched, not repeated.
