@@ -85,13 +85,16 @@ def _context(worker: int, workers: int = 2, replicas: int = 2) -> tf.distribute.
 # ----------------------------------------------------------------------------- hold-out
 
 
-def test_holdout_is_stratified_seeded_and_falls_back_for_singleton_classes():
+def test_holdout_is_stratified_and_seeded_and_unstratified_only_where_it_must_be():
     labels = _skewed_labels()
     train, val = holdout(labels, 0.25, seed=3)
     _assert_stratified(labels[train], labels[val], 0.25)
     assert sorted(np.concatenate([train, val]).tolist()) == list(range(60))
     assert np.array_equal(holdout(labels, 0.25, seed=3)[1], val)
     assert not np.array_equal(holdout(labels, 0.25, seed=4)[1], val)
+    # A lone class of one example joins the largest class's stratum; the others keep theirs.
+    lone = np.array([0] * 10 + [1] * 10 + [2])
+    assert np.bincount(lone[holdout(lone, 0.2, seed=0)[1]], minlength=3)[1] == 2
     # 1 held out of 3 classes cannot be stratified: drawn regardless of class, still seeded.
     train, val = holdout(np.array([0, 0, 1, 1, 2, 2]), 0.1, seed=0)
     assert len(val) == 1 and len(train) == 5
