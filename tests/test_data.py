@@ -14,6 +14,7 @@ from PIL import Image
 
 from training import augment, data, model_setup
 from training.data import DataConfig, load_datasets
+from training.sources import tfds as tfds_source
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -332,7 +333,7 @@ def test_image_folder_errors_name_the_path(tmp_path):
 @pytest.fixture
 def mocked_tfds(monkeypatch):
     """TFDS mocked (random examples); the mocked download needs no network, so skip the check."""
-    monkeypatch.setattr(data, "_network_available", lambda *a: True)
+    monkeypatch.setattr(tfds_source, "_network_available", lambda *a: True)
     return tfds.testing.mock_data
 
 
@@ -404,7 +405,7 @@ def test_inception_crop_fused_jpeg_matches_decoded_crop():
 
 
 def test_offline_tfds_and_fashion_mnist_fail_fast_with_instructions(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "_network_available", lambda *a: False)
+    monkeypatch.setattr(tfds_source, "_network_available", lambda *a: False)
     with pytest.raises(FileNotFoundError, match="no network.*tfds build tf_flowers"):
         load_datasets(DataConfig("tf_flowers", data_dir=str(tmp_path)))
     monkeypatch.setattr(data, "FASHION_MNIST_DIRS", (tmp_path / "not_debian",))

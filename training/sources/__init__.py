@@ -1,0 +1,9 @@
+"""Where the examples come from: one module per kind of source, all giving a `Source`.
+
+* `idx`: Fashion-MNIST's original idx files (gzipped or not);
+* `tfds`: TensorFlow Datasets builders, prepared or downloaded, with offline checks;
+* `folder`: image folders, header-checked, unreadable files counted in a `SkipReport`;
+* `base`: what they share: `Split`, `Source`, `SkipReport` and the stratified hold-out.
+
+`training.data` assembles the pipelines on top of them and is the public entry point.
+"""
