@@ -2,12 +2,14 @@
 
 Keras 3's `model.fit` fails under `tf.distribute.MultiWorkerMirroredStrategy` (Keras 3.15,
 TF 2.21: "Attempt to convert a value (PerReplica...)" in its symbolic build;
-keras-team/keras#20585), so multi-worker runs train here, on the same pieces as
-`training.train.train_and_evaluate`: the same model builder, the same tf.data pipeline
-(every worker keeps its share of each global batch: DATA sharding), the same losses and
-loss weights, the same optimizer presets and the same metrics, with `strategy.run` and
-`strategy.reduce`. When `fit` works under this strategy, delete this module and let
-`train_and_evaluate` call `fit` for every strategy.
+keras-team/keras#20585), so multi-worker runs train here, a thin driver over the same run
+kit as `training.train.train_and_evaluate` (`training.runkit`): the same model builder,
+losses, loss weights, optimizer presets and metrics, with `strategy.run` and
+`strategy.reduce`, and Keras's own callbacks (CSVLogger, TensorBoard, ModelCheckpoint, the
+epoch timer) driven through `keras.callbacks.CallbackList`. Each worker reads, decodes and
+augments only its share of every split (`training.data.Datasets.distribute`). When `fit`
+works under this strategy, delete this module and let `train_and_evaluate` call `fit` for
+every strategy.
 
 Every worker runs the same command (only `TF_CONFIG`'s task differs). The chief (task
 "chief", else worker 0) writes the workdir, with the same files as a one-machine run; the
@@ -325,9 +327,11 @@ def _train(config: TrainConfig, workdir: str, placement: Placement, *, out_dir: 
     if is_chief and message:
         print(message)
 
-    train_ds = strategy.experimental_distribute_dataset(datasets.train)
-    val_ds = strategy.experimental_distribute_dataset(datasets.validation)
-    test_ds = strategy.experimental_distribute_dataset(datasets.test)
+    # Each worker reads, decodes and augments only its share of each split, padded so that
+    # every worker runs the same steps (evaluation padding is labelled -1: `_sums`).
+    train_ds, val_ds, test_ds = (
+        datasets.distribute(split, strategy) for split in ("train", "validation", "test")
+    )
     steps = _StepFunctions(
         strategy, model, optimizer, loss_fn, loss_weights, config.batch_size, train_ds.element_spec
     )
