@@ -179,8 +179,10 @@ def build_googlenet(
     Args:
         include_top: bool. Include the dropout and classifier on top. Defaults to True.
         weights: str or None. None (random init) or a path to a file written by
-            `model.save_weights`. No ImageNet weights exist for GoogLeNet in Keras, so
-            `"imagenet"` raises a ValueError. Defaults to None.
+            `model.save_weights`, e.g. one that `python -m keras_inception.convert`
+            wrote from torchvision's ImageNet weights (it prints the matching call).
+            Nothing is downloaded, so `"imagenet"` raises a ValueError. Defaults to
+            None.
         input_tensor: optional Keras tensor to use as the image input.
         input_shape: tuple. `(height, width, channels)`, any channel count. Defaults to
             `(224, 224, 3)` with the top, `(None, None, 3)` without.
