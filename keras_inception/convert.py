@@ -192,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="torchvision's transform_input (on in torchvision's pretrained models)",
             )
+        else:
+            sub.add_argument(
+                "--no-background",
+                action="store_true",
+                help="drop TF-Slim's background class 0: 1000 outputs instead of 1001",
+            )
     return parser
 
 
@@ -205,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if args.source == "torchvision":
         kwargs["transform_input"] = args.transform_input
+    else:
+        kwargs["include_background"] = not args.no_background
     try:
         call, skipped = convert_file(args.source, args.path, args.output, name=args.model, **kwargs)
     except (ValueError, FileNotFoundError, ImportError) as err:

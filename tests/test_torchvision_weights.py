@@ -9,6 +9,7 @@ largest magnitude, at the default size and at an odd one, auxiliary heads includ
 import importlib.util
 import subprocess
 import sys
+import types
 import warnings
 from pathlib import Path
 
@@ -184,6 +185,45 @@ def test_cli_reports_bad_arguments_in_one_line(argv, message, capsys, tmp_path):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
+
+
+def test_cli_runs_any_source_module_by_its_interface(tmp_path, monkeypatch, capsys):
+    """The slim subcommand imports its module by name and uses only the shared interface."""
+    fake = types.ModuleType("fake_slim")
+    call = (
+        "keras_inception.build_googlenet(stem='small', input_shape=(16, 16, 1), classes=3, "
+        "width_multiplier=0.25)"
+    )
+    received = {}
+
+    def convert(name, path, **kwargs):
+        received.update(kwargs, name=name)
+        return eval(call, {"keras_inception": ki}), ["global_step", "Logits.bias"]
+
+    fake.convert = convert
+    fake.builder_call = lambda name, **kwargs: call
+    monkeypatch.setitem(sys.modules, "fake_slim", fake)
+    monkeypatch.setitem(cli.SOURCES, "slim", ("fake_slim", cli.SOURCES["slim"][1]))
+    output = tmp_path / "v1.weights.h5"
+    argv = ["slim", "ckpt/inception_v1.ckpt", "-o", str(output), "--no-background"]
+    assert cli.main(argv) == 0
+    captured = capsys.readouterr()
+    assert received == {
+        "name": "inception_v1",
+        "aux_logits": False,
+        "input_shape": None,
+        "classifier_activation": None,
+        "include_background": False,
+    }
+    assert f"weights={str(output)!r})" in captured.out
+    assert "skipped 2 source tensors: global_step x1, Logits.* x1" in captured.err
+    namespace = {}
+    exec(captured.out, namespace)
+    assert namespace["model"].output.shape[-1] == 3
+
+    monkeypatch.setitem(cli.SOURCES, "slim", ("keras_inception.pretrained.nothing", ()))
+    with pytest.raises(ValueError, match="'slim' converter .* is not part of this installation"):
+        cli.source_module("slim")
 
 
 def test_cli_guesses_names_from_published_file_names():

@@ -228,6 +228,9 @@ def summarize(names: Iterable[str]) -> str:
     groups: dict[str, int] = {}
     for name in names:
         last = name.rsplit(".", 1)[-1]
-        key = last if last == "num_batches_tracked" else name.split(".", 1)[0] + ".*"
+        if last == "num_batches_tracked" or "." not in name:
+            key = last
+        else:
+            key = name.split(".", 1)[0] + ".*"
         groups[key] = groups.get(key, 0) + 1
     return ", ".join(f"{key} x{count}" for key, count in groups.items()) or "none"
