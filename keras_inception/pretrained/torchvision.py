@@ -301,6 +301,7 @@ def convert(
     classifier_activation: str | None = None,
     include_top: bool = True,
     pooling: str | None = None,
+    _stacklevel: int = 2,
 ) -> tuple[keras.Model, list[str]]:
     """`from_torchvision`, also returning the names of the skipped source tensors
     (`num_batches_tracked`, and the auxiliary heads or the classifier when they are
@@ -338,7 +339,7 @@ def convert(
                 "(googlenet-1378be20.pth) are not trained (torchvision says so too): "
                 "their outputs mean nothing until you train them",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=_stacklevel,
             )
     model = build(
         name,
@@ -432,5 +433,6 @@ def from_torchvision(
         classifier_activation=classifier_activation,
         include_top=include_top,
         pooling=pooling,
+        _stacklevel=3,  # the warning points at the caller of from_torchvision
     )
     return model
