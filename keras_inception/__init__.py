@@ -15,7 +15,13 @@ from keras_inception.inception_v2 import (
     build_inception_v2,
 )
 from keras_inception.inception_v3 import INCEPTION_V3_SPECS, build_inception_v3
-from keras_inception.layers import LocalResponseNormalization
+from keras_inception.layers import AdaptiveAveragePooling2D, LocalResponseNormalization
+from keras_inception.pretrained import (
+    class_names,
+    decode_predictions,
+    from_torchvision,
+    preprocess_input,
+)
 from keras_inception.registry import default_specs, get_builder, get_model, list_models
 from keras_inception.specs import (
     BNInceptionStem,
@@ -38,6 +44,7 @@ from keras_inception.specs import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaptiveAveragePooling2D",
     "BN_INCEPTION_SPECS",
     "BNInceptionStem",
     "BNModule",
@@ -59,13 +66,17 @@ __all__ = [
     "build_googlenet",
     "build_inception_v2",
     "build_inception_v3",
+    "class_names",
+    "decode_predictions",
     "default_loss_weights",
     "default_specs",
     "feature_model",
+    "from_torchvision",
     "get_builder",
     "get_model",
     "list_models",
     "load_specs",
+    "preprocess_input",
     "save_specs",
     "scale_table",
     "strip_aux_heads",

@@ -114,13 +114,30 @@ def apply_inception_v1(
     return layers.Concatenate(axis=-1, name=f"{name}_concat")([branch1, branch2, branch3, branch4])
 
 
-def _avg_pool_proj(x, filters: int, *, style: ConvStyle, pool: str = "avg", name: str):
-    pool_layer = layers.AveragePooling2D if pool == "avg" else layers.MaxPooling2D
-    x = pool_layer(3, strides=1, padding="same", name=f"{name}_pool")(x)
+def _avg_pool_proj(
+    x,
+    filters: int,
+    *,
+    style: ConvStyle,
+    pool: str = "avg",
+    count_include_pad: bool = False,
+    name: str,
+):
+    """3x3/1 pool -> 1x1 projection. `count_include_pad` (average pools only) divides
+    every window sum by 9, counting the zero padding as torch's `F.avg_pool2d(x, 3, 1, 1)`
+    does; Keras "same" (and TF-Slim) divide by the number of cells inside the map."""
+    if pool == "avg" and count_include_pad:
+        x = layers.ZeroPadding2D(1, name=f"{name}_pool_pad")(x)
+        x = layers.AveragePooling2D(3, strides=1, padding="valid", name=f"{name}_pool")(x)
+    else:
+        pool_layer = layers.AveragePooling2D if pool == "avg" else layers.MaxPooling2D
+        x = pool_layer(3, strides=1, padding="same", name=f"{name}_pool")(x)
     return conv_bn_act(x, filters, 1, style=style, name=f"{name}_pool_proj")
 
 
-def apply_inception_v3_a(x, spec: V3ModuleA, *, style: ConvStyle, name: str):
+def apply_inception_v3_a(
+    x, spec: V3ModuleA, *, style: ConvStyle, count_include_pad: bool = False, name: str
+):
     """35x35 module of InceptionV3 (keras `mixed0`-`mixed2`, TF-Slim `Mixed_5b`-`5d`).
 
     Branches: 1x1 | 1x1 -> 5x5 | 1x1 -> 3x3 -> 3x3 | 3x3/1 avg pool -> 1x1, concatenated
@@ -142,7 +159,9 @@ def apply_inception_v3_a(x, spec: V3ModuleA, *, style: ConvStyle, name: str):
     branch3 = conv_bn_act(branch3, spec.conv3x3dbl, 3, style=style, name=f"{name}_3x3dbl_1")
     branch3 = conv_bn_act(branch3, spec.conv3x3dbl, 3, style=style, name=f"{name}_3x3dbl_2")
 
-    branch4 = _avg_pool_proj(x, spec.pool_proj, style=style, name=name)
+    branch4 = _avg_pool_proj(
+        x, spec.pool_proj, style=style, count_include_pad=count_include_pad, name=name
+    )
     return layers.Concatenate(axis=-1, name=f"{name}_concat")([branch1, branch2, branch3, branch4])
 
 
@@ -169,7 +188,9 @@ def apply_inception_v3_reduction_a(
     return layers.Concatenate(axis=-1, name=f"{name}_concat")([branch1, branch2, branch3])
 
 
-def apply_inception_v3_b(x, spec: V3ModuleB, *, style: ConvStyle, name: str):
+def apply_inception_v3_b(
+    x, spec: V3ModuleB, *, style: ConvStyle, count_include_pad: bool = False, name: str
+):
     """17x17 module with 7x7 convolutions factorized into 1x7 and 7x1 (keras `mixed4`-`7`).
 
     Branches: 1x1 | 1x1 -> 1x7 -> 7x1 | 1x1 -> 7x1 -> 1x7 -> 7x1 -> 1x7 | avg pool -> 1x1.
@@ -187,7 +208,9 @@ def apply_inception_v3_b(x, spec: V3ModuleB, *, style: ConvStyle, name: str):
     branch3 = conv_bn_act(branch3, c7, (7, 1), style=style, name=f"{name}_7x7dbl_3")
     branch3 = conv_bn_act(branch3, spec.conv7x7dbl, (1, 7), style=style, name=f"{name}_7x7dbl_4")
 
-    branch4 = _avg_pool_proj(x, spec.pool_proj, style=style, name=name)
+    branch4 = _avg_pool_proj(
+        x, spec.pool_proj, style=style, count_include_pad=count_include_pad, name=name
+    )
     return layers.Concatenate(axis=-1, name=f"{name}_concat")([branch1, branch2, branch3, branch4])
 
 
@@ -216,7 +239,9 @@ def apply_inception_v3_reduction_b(
     return layers.Concatenate(axis=-1, name=f"{name}_concat")([branch1, branch2, branch3])
 
 
-def apply_inception_v3_c(x, spec: V3ModuleC, *, style: ConvStyle, name: str):
+def apply_inception_v3_c(
+    x, spec: V3ModuleC, *, style: ConvStyle, count_include_pad: bool = False, name: str
+):
     """8x8 module with expanded filter banks (keras `mixed9`-`10`, "Rethinking" Fig. 7).
 
     Branches: 1x1 | 1x1 -> [1x3, 3x1] | 1x1 -> 3x3 -> [1x3, 3x1] | avg pool -> 1x1, where
@@ -241,11 +266,15 @@ def apply_inception_v3_c(x, spec: V3ModuleC, *, style: ConvStyle, name: str):
         ]
     )
 
-    branch4 = _avg_pool_proj(x, spec.pool_proj, style=style, name=name)
+    branch4 = _avg_pool_proj(
+        x, spec.pool_proj, style=style, count_include_pad=count_include_pad, name=name
+    )
     return layers.Concatenate(axis=-1, name=f"{name}_concat")([branch1, branch2, branch3, branch4])
 
 
-def apply_bn_inception(x, spec: BNModule, *, style: ConvStyle, name: str):
+def apply_bn_inception(
+    x, spec: BNModule, *, style: ConvStyle, count_include_pad: bool = False, name: str
+):
     """BN-Inception module (Ioffe & Szegedy 2015, Figure 5 of "Rethinking"; TF-Slim
     `inception_v2` `Mixed_3b`...): the 5x5 branch of Inception v1 as two stacked 3x3.
 
@@ -260,7 +289,14 @@ def apply_bn_inception(x, spec: BNModule, *, style: ConvStyle, name: str):
     branch3 = conv_bn_act(branch3, spec.conv3x3dbl, 3, style=style, name=f"{name}_3x3dbl_1")
     branch3 = conv_bn_act(branch3, spec.conv3x3dbl, 3, style=style, name=f"{name}_3x3dbl_2")
 
-    branch4 = _avg_pool_proj(x, spec.pool_proj, style=style, pool=spec.pool, name=name)
+    branch4 = _avg_pool_proj(
+        x,
+        spec.pool_proj,
+        style=style,
+        pool=spec.pool,
+        count_include_pad=count_include_pad,
+        name=name,
+    )
     return layers.Concatenate(axis=-1, name=f"{name}_concat")([branch1, branch2, branch3, branch4])
 
 
@@ -296,11 +332,17 @@ MODULE_BLOCKS = {
 REDUCTION_PADDING = {V3ReductionA: "valid", V3ReductionB: "valid", BNReduction: "same"}
 
 
-def apply_module(x, spec: Any, *, style: ConvStyle, name: str):
-    """Applies the block of `spec`'s kind (see `MODULE_BLOCKS`)."""
+# Module kinds whose pool branch may average (they take `count_include_pad`).
+POOL_BRANCH_KINDS = (V3ModuleA, V3ModuleB, V3ModuleC, BNModule)
+
+
+def apply_module(x, spec: Any, *, style: ConvStyle, count_include_pad: bool = False, name: str):
+    """Applies the block of `spec`'s kind (see `MODULE_BLOCKS`); `count_include_pad`
+    reaches the blocks with an average-pool branch (`POOL_BRANCH_KINDS`)."""
     if type(spec) not in MODULE_BLOCKS:
         raise ValueError(f"{name}: no block for spec {spec!r}")
-    return MODULE_BLOCKS[type(spec)](x, spec, style=style, name=name)
+    options = {"count_include_pad": count_include_pad} if type(spec) in POOL_BRANCH_KINDS else {}
+    return MODULE_BLOCKS[type(spec)](x, spec, style=style, name=name, **options)
 
 
 def reduction_padding(spec: Any) -> str | None:

@@ -15,8 +15,13 @@ from keras import layers
 
 from keras_inception import builder
 from keras_inception.blocks import apply_inception_v1
-from keras_inception.heads import apply_aux_head_v1
-from keras_inception.layers import ConvStyle, LocalResponseNormalization, conv_bn_act
+from keras_inception.heads import apply_aux_head_v1, check_aux_pool
+from keras_inception.layers import (
+    ConvStyle,
+    LocalResponseNormalization,
+    apply_transform_input,
+    conv_bn_act,
+)
 from keras_inception.specs import V1Module, V1Stem
 
 # Paper Table 1. Keys are the module names of the paper; the first character is the stage.
@@ -44,12 +49,33 @@ _STEM_STRIDES = MappingProxyType({"imagenet": 8, "small": 1})
 _AUX_STRIDES = MappingProxyType({stem: 2 * s for stem, s in _STEM_STRIDES.items()})
 
 
-def _stem(x, spec: V1Stem, *, stem: str, style: ConvStyle):
+# How GoogLeNet pads its 7x7/2 conv1 and its stride-2 max pools.
+PADDINGS = ("same", "torch")
+
+
+def _max_pool(x, kernel: int, *, padding: str, name: str):
+    """Stride-2 max pool. "same" is Keras's; "torch" is torch's `ceil_mode=True` without
+    padding: one zero row and column at the bottom and right, then "valid" pooling,
+    gives `ceil((n - kernel) / 2) + 1` at every size. Zero padding equals torch's
+    -inf here because every max pool of GoogLeNet reads ReLU outputs (never negative),
+    and no window lies wholly in the padding."""
+    if padding == "torch":
+        x = layers.ZeroPadding2D(((0, 1), (0, 1)), name=f"{name}_pad")(x)
+        return layers.MaxPooling2D(kernel, strides=2, padding="valid", name=name)(x)
+    return layers.MaxPooling2D(kernel, strides=2, padding="same", name=name)(x)
+
+
+def _stem(x, spec: V1Stem, *, stem: str, style: ConvStyle, padding: str):
     # Comments give the sizes at the default 224x224 input with the ImageNet stem.
     lrn = not style.batch_norm  # the paper's LRN; batch norm replaces it
     if stem == "imagenet":
-        x = conv_bn_act(x, spec.conv1, 7, strides=2, style=style, name="conv1")  # 112x112x64
-        x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)  # 56x56x64
+        if padding == "torch":  # 3 on each side, where "same" pads 2 and 3 at 224
+            x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
+        conv1_padding = "valid" if padding == "torch" else "same"
+        x = conv_bn_act(
+            x, spec.conv1, 7, strides=2, padding=conv1_padding, style=style, name="conv1"
+        )  # 112x112x64
+        x = _max_pool(x, 3, padding=padding, name="pool1")  # 56x56x64
     else:
         x = conv_bn_act(x, spec.conv1, 3, style=style, name="conv1")  # HxWx64
     if lrn:
@@ -59,18 +85,32 @@ def _stem(x, spec: V1Stem, *, stem: str, style: ConvStyle):
     if lrn:
         x = LocalResponseNormalization(name="norm2")(x)
     if stem == "imagenet":
-        x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool2")(x)  # 28x28x192
+        x = _max_pool(x, 3, padding=padding, name="pool2")  # 28x28x192
     return x
 
 
-def _body(x, table: Mapping[str, Any], *, stem: str, style: ConvStyle, branch5x5_kernel: int):
-    x = _stem(x, table["stem"], stem=stem, style=style)
+def _body(
+    x,
+    table: Mapping[str, Any],
+    *,
+    stem: str,
+    style: ConvStyle,
+    branch5x5_kernel: int,
+    padding: str = "same",
+    pool5_kernel: int = 3,
+    transform_input: bool = False,
+):
+    if transform_input:
+        x = apply_transform_input(x)
+    x = _stem(x, table["stem"], stem=stem, style=style, padding=padding)
     taps = {}
     modules = [key for key in table if key != "stem"]
-    # Stages 3 (28x28), 4 (14x14), 5 (7x7); a 3x3/2 max pool starts stages 4 and 5.
+    # Stages 3 (28x28), 4 (14x14), 5 (7x7); a 3x3/2 max pool starts stages 4 and 5
+    # (2x2/2 before stage 5 with pool5_kernel=2, as TF-Slim and torchvision).
     for index, (stage, keys) in enumerate(itertools.groupby(modules, key=lambda k: k[0])):
         if index > 0:
-            x = layers.MaxPooling2D(3, strides=2, padding="same", name=f"pool{stage}")(x)
+            kernel = pool5_kernel if stage == "5" else 3
+            x = _max_pool(x, kernel, padding=padding, name=f"pool{stage}")
         for key in keys:
             x = apply_inception_v1(
                 x,
@@ -110,6 +150,10 @@ def build_googlenet(
     sync_batch_norm: bool = False,
     bn_momentum: float = 0.99,
     branch5x5_kernel: int = 5,
+    padding: str = "same",
+    pool5_kernel: int = 3,
+    aux_pool: str = "uniform",
+    transform_input: bool = False,
     dropout: float = 0.4,
     stem: str = "imagenet",
     width_multiplier: float = 1.0,
@@ -125,6 +169,9 @@ def build_googlenet(
     `build_googlenet(batch_norm=False)` is the paper's network (6,998,552 parameters,
     1.58 G multiply-adds at 224x224); `build_googlenet(branch5x5_kernel=3)` is the
     TF-Slim/torchvision layout (batch norm, one 3x3 conv in the "5x5" branch).
+    torchvision's `GoogLeNet`, output for output at every input size, is
+    `build_googlenet(branch5x5_kernel=3, padding="torch", pool5_kernel=2,
+    aux_pool="torch", dropout=0.2)` (see `keras_inception.from_torchvision`).
     Known deviations from the paper: the final 7x7 average pool is global (any input
     size), max pools pad "same" (sizes equal the paper's at 224), and the auxiliary pool
     adapts its window so that its map stays 4x4 at any input size (5x5/3 at 224).
@@ -132,8 +179,10 @@ def build_googlenet(
     Args:
         include_top: bool. Include the dropout and classifier on top. Defaults to True.
         weights: str or None. None (random init) or a path to a file written by
-            `model.save_weights`. No ImageNet weights exist for GoogLeNet in Keras, so
-            `"imagenet"` raises a ValueError. Defaults to None.
+            `model.save_weights`, e.g. one that `python -m keras_inception.convert`
+            wrote from torchvision's ImageNet weights (it prints the matching call).
+            Nothing is downloaded, so `"imagenet"` raises a ValueError. Defaults to
+            None.
         input_tensor: optional Keras tensor to use as the image input.
         input_shape: tuple. `(height, width, channels)`, any channel count. Defaults to
             `(224, 224, 3)` with the top, `(None, None, 3)` without.
@@ -154,6 +203,19 @@ def build_googlenet(
             `moving = momentum * moving + (1 - momentum) * batch`). Lower it when an
             epoch has few steps. Defaults to 0.99.
         branch5x5_kernel: int. 5 (paper) or 3 (TF-Slim/torchvision). Defaults to 5.
+        padding: str. Padding of the ImageNet stem's 7x7/2 conv and of the stride-2 max
+            pools. "same" is Keras's (conv1 pads 2 and 3 at 224). "torch" is
+            torchvision's: conv1 pads 3 on each side, max pools in `ceil_mode`
+            (different from "same" at odd map sizes, e.g. a 227x227 input). The
+            inception modules' 3x3/1 pools are the same either way. Defaults to "same".
+        pool5_kernel: int. Window of the stride-2 max pool before stage 5: 3 (paper) or
+            2 (TF-Slim's MaxPool_5a_2x2, torchvision's maxpool4). Defaults to 3.
+        aux_pool: str. Pooling of the auxiliary heads: "uniform" (one window and
+            stride, the paper's 5x5/3 at 224) or "torch" (torchvision's
+            `adaptive_avg_pool2d` bins to 4x4). Defaults to "uniform".
+        transform_input: bool. Start with torchvision's `transform_input` (a
+            `Rescaling` layer): inputs normalized with ImageNet's mean and std become
+            the [-1, 1] inputs of Google's weights. Needs 3 channels. Defaults to False.
         dropout: float. Dropout before the classifier. Defaults to 0.4 (paper).
         stem: str. "imagenet" (7x7/2 conv and two 3x3/2 max pools) or "small" (3x3/1
             conv, no downsampling: for 28-64 px inputs). Defaults to "imagenet".
@@ -180,6 +242,11 @@ def build_googlenet(
         raise ValueError(f"branch5x5_kernel must be 3 or 5; received {branch5x5_kernel!r}")
     if not (isinstance(aux_dropout, int | float) and 0 <= aux_dropout < 1):
         raise ValueError(f"aux_dropout must be in [0, 1); received {aux_dropout!r}")
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {list(PADDINGS)}; received {padding!r}")
+    if pool5_kernel not in (2, 3):
+        raise ValueError(f"pool5_kernel must be 2 or 3; received {pool5_kernel!r}")
+    check_aux_pool(aux_pool)
     return builder.build(
         ARCHITECTURE,
         include_top=include_top,
@@ -200,6 +267,11 @@ def build_googlenet(
         style=ConvStyle(
             batch_norm=batch_norm, sync_batch_norm=sync_batch_norm, bn_momentum=bn_momentum
         ),
-        body_options={"branch5x5_kernel": branch5x5_kernel},
-        aux_options={"dropout": aux_dropout},
+        body_options={
+            "branch5x5_kernel": branch5x5_kernel,
+            "padding": padding,
+            "pool5_kernel": pool5_kernel,
+            "transform_input": bool(transform_input),
+        },
+        aux_options={"dropout": aux_dropout, "pool": aux_pool},
     )

@@ -7,7 +7,7 @@ import dataclasses
 import keras
 from keras import layers
 
-from keras_inception.layers import ConvStyle, conv_bn_act
+from keras_inception.layers import AdaptiveAveragePooling2D, ConvStyle, conv_bn_act
 from keras_inception.specs import scale_width
 
 
@@ -58,6 +58,17 @@ def apply_adaptive_average_pool(x, output_size: int, *, name: str):
     return layers.AveragePooling2D(pool, strides=strides, padding="valid", name=name)(x)
 
 
+# How an auxiliary head pools its input: "uniform" (one window and stride, the paper's
+# pool at the default size) or "torch" (torchvision's heads, exactly).
+AUX_POOLS = ("uniform", "torch")
+
+
+def check_aux_pool(aux_pool: str) -> None:
+    """ValueError naming `aux_pool` unless it is one of `AUX_POOLS`."""
+    if aux_pool not in AUX_POOLS:
+        raise ValueError(f"aux_pool must be one of {list(AUX_POOLS)}; received {aux_pool!r}")
+
+
 def apply_aux_head_v1(
     x,
     *,
@@ -66,14 +77,23 @@ def apply_aux_head_v1(
     dropout: float,
     classifier_activation: str | None,
     name: str,
+    pool: str = "uniform",
 ):
     """GoogLeNet's auxiliary classifier (paper section 5).
 
     5x5/3 average pool (adaptive: always 4x4) -> 1x1 conv 128 + ReLU -> FC 1024 + ReLU ->
     dropout (paper 70%) -> FC `classes`. Its conv follows the network's `style` (batch norm
     in the torchvision layout). The last layer is named `name`.
+
+    `pool="torch"` pools as torchvision's `F.adaptive_avg_pool2d(x, (4, 4))`: at 14x14
+    four overlapping 4x4 bins per axis (starts 0, 3, 7, 10) instead of 5x5/3. The FC
+    layer flattens channels-last (torch flattens channels-first): converting torch
+    weights permutes the rows of `fc1` (`keras_inception.pretrained.torchvision`).
     """
-    x = apply_adaptive_average_pool(x, 4, name=f"{name}_pool")
+    if pool == "torch":
+        x = AdaptiveAveragePooling2D(4, name=f"{name}_pool")(x)
+    else:
+        x = apply_adaptive_average_pool(x, 4, name=f"{name}_pool")
     x = conv_bn_act(x, 128, 1, style=style, name=f"{name}_1x1")
     x = layers.Flatten(name=f"{name}_flatten")(x)
     x = layers.Dense(1024, activation="relu", name=f"{name}_fc")(x)
@@ -94,6 +114,7 @@ def apply_aux_head_v3(
     batch_norm: bool | None = None,
     conv1x1: int = 128,
     conv5x5: int = 768,
+    pool: str = "uniform",
 ):
     """The auxiliary classifier of "Rethinking the Inception Architecture" (Figure 8).
 
@@ -106,13 +127,31 @@ def apply_aux_head_v3(
     Known deviation: TF-Slim shrinks the 5x5 kernels for small maps; here the pool adapts
     its window so that the map stays 5x5 (exactly 5x5/3 at 17x17), and the head's shapes
     never change with the input size.
+
+    `pool="torch"` is torchvision's `InceptionAux`: a fixed 5x5/3 average pool (the map
+    grows with the input), the two convolutions, then a global average pool (torch's
+    `adaptive_avg_pool2d(x, (1, 1))`). It needs a map of at least 17x17 (input 299x299
+    for InceptionV3); at 17x17 both pools give the same outputs.
     """
     if batch_norm is not None and batch_norm != style.batch_norm:
         style = dataclasses.replace(style, batch_norm=batch_norm)
-    x = apply_adaptive_average_pool(x, 5, name=f"{name}_pool")
+    if pool == "torch":
+        height, width = x.shape[1], x.shape[2]
+        if height is None or width is None or min(height, width) < 17:
+            raise ValueError(
+                f"{name}: the torchvision auxiliary head (5x5/3 pool, 5x5 conv) needs a "
+                f"feature map of at least 17x17; received {tuple(x.shape[1:])}. Use a "
+                "larger input_shape (InceptionV3: at least 299x299)."
+            )
+        x = layers.AveragePooling2D(5, strides=3, padding="valid", name=f"{name}_pool")(x)
+    else:
+        x = apply_adaptive_average_pool(x, 5, name=f"{name}_pool")
     x = conv_bn_act(x, conv1x1, 1, style=style, name=f"{name}_1x1")
     x = conv_bn_act(x, conv5x5, 5, padding="valid", style=style, name=f"{name}_5x5")
-    x = layers.Flatten(name=f"{name}_flatten")(x)
+    if pool == "torch":
+        x = layers.GlobalAveragePooling2D(name=f"{name}_avgpool")(x)
+    else:
+        x = layers.Flatten(name=f"{name}_flatten")(x)
     return layers.Dense(classes, activation=classifier_activation, dtype=output_dtype(), name=name)(
         x
     )

@@ -16,8 +16,8 @@ import keras
 
 from keras_inception import builder
 from keras_inception.blocks import StemLayer, apply_module, apply_stem, reduction_padding
-from keras_inception.heads import apply_aux_head_v3, aux_head_v3_widths
-from keras_inception.layers import ConvStyle
+from keras_inception.heads import apply_aux_head_v3, aux_head_v3_widths, check_aux_pool
+from keras_inception.layers import ConvStyle, apply_transform_input
 from keras_inception.specs import (
     V3ModuleA,
     V3ModuleB,
@@ -81,15 +81,30 @@ AUX_MAP = 5  # the auxiliary head pools its input to 5x5
 
 
 def sequential_body(stem_layers: Mapping[str, tuple[StemLayer, ...]], aux_taps: Mapping[str, str]):
-    """`Architecture.body` for a stem followed by the table's modules in order."""
+    """`Architecture.body` for a stem followed by the table's modules in order.
 
-    def body(x, table: Mapping[str, Any], *, stem: str, style: ConvStyle):
+    The body's options: `count_include_pad` (average-pool branches count the padding,
+    as torch) and `transform_input` (torchvision's input rescaling first)."""
+
+    def body(
+        x,
+        table: Mapping[str, Any],
+        *,
+        stem: str,
+        style: ConvStyle,
+        count_include_pad: bool = False,
+        transform_input: bool = False,
+    ):
+        if transform_input:
+            x = apply_transform_input(x)
         x = apply_stem(x, table["stem"], stem_layers[stem], style=style)
         taps = {}
         for key, spec in table.items():
             if key == "stem":
                 continue
-            x = apply_module(x, spec, style=style, name=f"mixed{key}")
+            x = apply_module(
+                x, spec, style=style, count_include_pad=count_include_pad, name=f"mixed{key}"
+            )
             if key in aux_taps:
                 taps[aux_taps[key]] = x
         return x, taps
@@ -360,6 +375,10 @@ def build_inception_v3(
     aux_logits: bool = False,
     sync_batch_norm: bool = False,
     bn_momentum: float = 0.99,
+    bn_scale: bool = False,
+    count_include_pad: bool = False,
+    aux_pool: str = "uniform",
+    transform_input: bool = False,
     dropout: float = 0.2,
     stem: str = "imagenet",
     width_multiplier: float = 1.0,
@@ -379,6 +398,10 @@ def build_inception_v3(
     classifier (TF-Slim's keep probability 0.8; keras.applications has none; it changes
     no weight and no inference output), and an auxiliary head whose pool adapts to the
     input size (exactly 5x5/3 at 299x299).
+
+    torchvision's `Inception3`, output for output at every input size, is
+    `build_inception_v3(bn_scale=True, count_include_pad=True, aux_pool="torch",
+    dropout=0.5)` (see `keras_inception.from_torchvision`).
 
     Args:
         include_top: bool. Include the dropout and classifier on top. Defaults to True.
@@ -406,6 +429,19 @@ def build_inception_v3(
         bn_momentum: float. Momentum of the BN moving mean and variance (Keras's:
             `moving = momentum * moving + (1 - momentum) * batch`). Lower it when an
             epoch has few steps. Defaults to 0.99.
+        bn_scale: bool. Learn a BN gamma after every convolution, as torchvision's
+            `BatchNorm2d`; keras.applications and TF-Slim have none. Defaults to False.
+        count_include_pad: bool. The 3x3/1 average pools of the module pool branches
+            divide by 9 at the border too, counting the zero padding, as torch's
+            `F.avg_pool2d(x, 3, 1, 1)` (torchvision). False divides by the cells inside
+            the map (Keras "same", TF-Slim). Defaults to False.
+        aux_pool: str. Pooling of the auxiliary head: "uniform" (the pool adapts its
+            window so that the map stays 5x5) or "torch" (torchvision's `InceptionAux`:
+            fixed 5x5/3 pool, then a global average after the 5x5 conv; needs inputs of
+            at least 299x299). The same at 299x299. Defaults to "uniform".
+        transform_input: bool. Start with torchvision's `transform_input` (a
+            `Rescaling` layer): inputs normalized with ImageNet's mean and std become
+            the [-1, 1] inputs of Google's weights. Needs 3 channels. Defaults to False.
         dropout: float. Dropout before the classifier. Defaults to 0.2 (TF-Slim).
         stem: str. "imagenet" (keras.applications) or "small" (stride 1, padded, no max
             pools: stages at 32x32, 15x15 and 7x7 for a 32x32 input). Defaults to
@@ -429,6 +465,7 @@ def build_inception_v3(
     >>> sorted(model.output)
     ['aux', 'main']
     """
+    check_aux_pool(aux_pool)
     return builder.build(
         ARCHITECTURE,
         include_top=include_top,
@@ -448,9 +485,13 @@ def build_inception_v3(
         name=name,
         style=ConvStyle(
             batch_norm=True,
-            bn_scale=False,
+            bn_scale=bool(bn_scale),
             sync_batch_norm=sync_batch_norm,
             bn_momentum=bn_momentum,
         ),
-        aux_options=aux_head_v3_widths(width_multiplier, min_depth),
+        body_options={
+            "count_include_pad": bool(count_include_pad),
+            "transform_input": bool(transform_input),
+        },
+        aux_options={**aux_head_v3_widths(width_multiplier, min_depth), "pool": aux_pool},
     )

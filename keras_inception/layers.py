@@ -71,6 +71,96 @@ def conv_bn_act(
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
+# torchvision's `transform_input`: maps inputs normalized with ImageNet's mean and std to
+# the [-1, 1] range of Google's Inception weights, per channel `x * scale + offset`.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def apply_transform_input(x, *, name: str = "transform_input"):
+    """torchvision's `transform_input` as a plain `Rescaling` layer (RGB, channels-last).
+
+    `x[..., c] * (std[c] / 0.5) + (mean[c] - 0.5) / 0.5`: an image normalized with
+    ImageNet's mean and std (`preprocess_input(x, "torchvision")`) becomes the `[-1, 1]`
+    image that Google's GoogLeNet and InceptionV3 weights were trained on. torchvision's
+    `googlenet(weights=...)` and `inception_v3(weights=...)` switch it on by default.
+
+    Raises:
+        ValueError: if the input does not have 3 channels.
+    """
+    if x.shape[-1] != 3:
+        raise ValueError(
+            f"transform_input needs RGB inputs (3 channels); received input shape "
+            f"{tuple(x.shape[1:])}"
+        )
+    scale = [s / 0.5 for s in IMAGENET_STD]
+    offset = [(m - 0.5) / 0.5 for m in IMAGENET_MEAN]
+    return layers.Rescaling(scale, offset=offset, name=name)(x)
+
+
+def adaptive_pool_bins(size: int, output_size: int) -> list[tuple[int, int]]:
+    """`[start, end)` of each output cell of torch's `adaptive_avg_pool2d` along one axis:
+    `start = floor(i * size / output_size)`, `end = ceil((i + 1) * size / output_size)`."""
+    return [
+        ((i * size) // output_size, -(-((i + 1) * size) // output_size)) for i in range(output_size)
+    ]
+
+
+@keras.saving.register_keras_serializable(package="keras_inception")
+class AdaptiveAveragePooling2D(layers.Layer):
+    """torch's `adaptive_avg_pool2d`: an `output_size` square map of averages over the
+    bins of `adaptive_pool_bins` (which may overlap, and may differ in size).
+
+    At a 14x14 input and `output_size=4` the bins are rows/columns [0, 4), [3, 7),
+    [7, 11), [10, 14): no single window and stride gives them, hence this layer
+    (torchvision's GoogLeNet auxiliary heads). Needs a static spatial input size.
+    Channels-last inputs.
+
+    Args:
+        output_size: int. Side of the square output map.
+
+    Example:
+    >>> layer = AdaptiveAveragePooling2D(4)
+    >>> layer(ops.ones((1, 14, 14, 8))).shape
+    (1, 4, 4, 8)
+    """
+
+    def __init__(self, output_size: int, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(output_size, bool) or not isinstance(output_size, int) or output_size < 1:
+            raise ValueError(f"output_size must be a positive integer; received {output_size!r}")
+        self.output_size = output_size
+
+    def _bins(self, input_shape):
+        height, width = input_shape[1], input_shape[2]
+        if height is None or width is None:
+            raise ValueError(
+                f"{self.name}: adaptive average pooling needs a static spatial size; "
+                f"received input shape {tuple(input_shape)}"
+            )
+        return (
+            adaptive_pool_bins(height, self.output_size),
+            adaptive_pool_bins(width, self.output_size),
+        )
+
+    def call(self, inputs):
+        rows, cols = self._bins(inputs.shape)
+        out_rows = []
+        for top, bottom in rows:
+            cells = [
+                ops.mean(inputs[:, top:bottom, left:right, :], axis=(1, 2)) for left, right in cols
+            ]
+            out_rows.append(ops.stack(cells, axis=1))
+        return ops.stack(out_rows, axis=1)
+
+    def compute_output_shape(self, input_shape):
+        self._bins(input_shape)
+        return (input_shape[0], self.output_size, self.output_size, input_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "output_size": self.output_size}
+
+
 @keras.saving.register_keras_serializable(package="keras_inception")
 class LocalResponseNormalization(layers.Layer):
     """Cross-channel local response normalization (Krizhevsky et al. 2012).

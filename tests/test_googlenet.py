@@ -79,6 +79,57 @@ def test_branch5x5_kernel(kernel):
     assert model.get_layer("inception3a_5x5_conv").kernel_size == (kernel, kernel)
 
 
+# --- torchvision's layout ----------------------------------------------------------------
+
+# What keras_inception.pretrained.torchvision builds; outputs are compared with torch's in
+# test_torchvision_weights.py.
+TORCHVISION = dict(
+    branch5x5_kernel=3, padding="torch", pool5_kernel=2, aux_pool="torch", dropout=0.2
+)
+
+
+def test_torchvision_options_give_torchvisions_counts():
+    model = ki.build_googlenet(**TORCHVISION, aux_logits=True)
+    assert trainable_count(model) == 13_004_888  # GoogLeNet(aux_logits=True)
+    inference = ki.strip_aux_heads(model)
+    assert trainable_count(inference) == 6_624_904  # torchvision's num_params
+    assert analysis.macs(inference) == 1_498_376_192  # torchvision's 1.498 GFLOPS
+    assert model.get_layer("conv1_pad").padding == ((3, 3), (3, 3))
+    assert model.get_layer("pool5").pool_size == (2, 2)
+    assert isinstance(model.get_layer("aux1_pool"), ki.AdaptiveAveragePooling2D)
+
+
+@pytest.mark.parametrize(
+    ("padding", "sides"), [("same", (114, 57, 29, 15, 8)), ("torch", (114, 57, 28, 14, 7))]
+)
+def test_padding_differs_from_same_at_an_odd_size(padding, sides):
+    """torch's ceil-mode pools and padded conv1 at 227 (equal to "same" at 224)."""
+    model = ki.build_googlenet(
+        padding=padding, pool5_kernel=2, include_top=False, input_shape=(227, 227, 3)
+    )
+    names = ("conv1_relu", "pool1", "pool2", "pool4", "pool5")
+    assert tuple(model.get_layer(n).output.shape[1] for n in names) == sides
+
+
+def test_torchvision_layout_round_trips_as_a_keras_file(tmp_path):
+    model = ki.build_googlenet(
+        **TORCHVISION,
+        transform_input=True,
+        aux_logits=True,
+        input_shape=(67, 67, 3),
+        classes=4,
+        width_multiplier=0.25,
+    )
+    assert not [lyr for lyr in model.layers if isinstance(lyr, layers.Lambda)]
+    x = np.random.default_rng(0).uniform(-2, 2, size=(2, 67, 67, 3)).astype("float32")
+    expected = model.predict(x, verbose=0)
+    model.save(tmp_path / "g.keras")
+    loaded = keras.saving.load_model(tmp_path / "g.keras", safe_mode=True)
+    y = loaded.predict(x, verbose=0)
+    for key in ("main", "aux1", "aux2"):
+        np.testing.assert_allclose(y[key], expected[key], rtol=1e-5, atol=1e-5)
+
+
 # --- auxiliary heads -------------------------------------------------------------------
 
 
@@ -248,6 +299,10 @@ def test_weights_path_round_trip(tmp_path):
         ({"stem": "tiny"}, "'tiny'"),
         ({"pooling": "mean", "include_top": False}, "'mean'"),
         ({"branch5x5_kernel": 7}, "received 7"),
+        ({"padding": "valid"}, "padding must be one of ['same', 'torch']; received 'valid'"),
+        ({"pool5_kernel": 4}, "pool5_kernel must be 2 or 3; received 4"),
+        ({"aux_pool": "adaptive"}, "aux_pool must be one of ['uniform', 'torch']; received"),
+        ({"transform_input": True, "input_shape": (64, 64, 1)}, "3 channels); received"),
         ({"dropout": 1.0}, "received 1.0"),
         ({"weights": "imagenet"}, "weights='imagenet'"),
         ({"specs": {"stem": ki.GOOGLENET_SPECS["stem"]}}, "missing modules ['3a'"),

@@ -34,6 +34,40 @@ def test_aux_head_golden_count_and_outputs():
     assert ki.strip_aux_heads(model).count_params() == 23_851_784
 
 
+TORCHVISION = dict(bn_scale=True, count_include_pad=True, aux_pool="torch", dropout=0.5)
+
+
+def test_torchvision_options_give_torchvisions_counts():
+    model = ki.build_inception_v3(**TORCHVISION, aux_logits=True)
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert trainable == 27_161_264  # torchvision's Inception3 num_params
+    assert model.get_layer("aux_5x5_bn").scale is True
+    assert model.get_layer("aux_pool").pool_size == (5, 5)
+    assert isinstance(model.get_layer("aux_avgpool"), keras.layers.GlobalAveragePooling2D)
+    assert analysis.macs(ki.strip_aux_heads(model)) == 5_713_216_096  # as keras.applications
+
+
+@pytest.mark.parametrize(("count_include_pad", "corner"), [(False, 1.0), (True, 4 / 9)])
+def test_count_include_pad_divides_border_windows_by_nine(count_include_pad, corner):
+    model = ki.build_inception_v3(count_include_pad=count_include_pad, **SMALL)
+    first = model.get_layer("mixed5b_pool_pad" if count_include_pad else "mixed5b_pool")
+    probe = keras.Model(first.input, model.get_layer("mixed5b_pool").output)
+    y = probe.predict(np.ones((1, *first.input.shape[1:]), "float32"), verbose=0)
+    assert y.shape[1:3] == first.input.shape[1:3]
+    np.testing.assert_allclose(y[0, 0, 0, 0], corner, rtol=1e-6)
+    np.testing.assert_allclose(y[0, 1, 1, 0], 1.0, rtol=1e-6)
+
+
+def test_torch_aux_head_follows_the_input_size():
+    model = ki.build_inception_v3(aux_logits=True, aux_pool="torch", input_shape=(355, 355, 3))
+    assert tuple(model.get_layer("aux_pool").output.shape[1:3]) == (6, 6)  # 20x20 tap
+    assert tuple(model.get_layer("aux_5x5_relu").output.shape[1:3]) == (2, 2)
+    with pytest.raises(ValueError, match=r"at least 17x17; received \(16, 16, 768\)"):
+        ki.build_inception_v3(aux_logits=True, aux_pool="torch", input_shape=(298, 298, 3))
+    with pytest.raises(ValueError, match="aux_pool must be one of"):
+        ki.build_inception_v3(aux_pool="slim")
+
+
 def test_minimum_size_follows_the_valid_padding():
     ki.build_inception_v3(include_top=False, input_shape=(75, 75, 3))
     with pytest.raises(ValueError, match=r"at least 75x75 for inception_v3.*\(74, 80, 3\)"):

@@ -4,7 +4,11 @@ import keras
 import numpy as np
 import pytest
 
-from keras_inception.layers import LocalResponseNormalization
+from keras_inception.layers import (
+    AdaptiveAveragePooling2D,
+    LocalResponseNormalization,
+    adaptive_pool_bins,
+)
 
 
 def lrn_reference(x, radius, bias, alpha, beta):
@@ -36,3 +40,24 @@ def test_lrn_config_round_trip():
 def test_lrn_rejects_bad_radius():
     with pytest.raises(ValueError, match="received -1"):
         LocalResponseNormalization(depth_radius=-1)
+
+
+def test_adaptive_pool_bins_are_torchs():
+    assert adaptive_pool_bins(14, 4) == [(0, 4), (3, 7), (7, 11), (10, 14)]
+    assert adaptive_pool_bins(7, 1) == [(0, 7)]
+    assert adaptive_pool_bins(5, 3) == [(0, 2), (1, 4), (3, 5)]
+
+
+def test_adaptive_average_pooling_means_each_bin_and_round_trips():
+    x = np.random.default_rng(0).normal(size=(2, 14, 13, 3)).astype("float32")
+    layer = AdaptiveAveragePooling2D(4, name="pool")
+    y = keras.ops.convert_to_numpy(layer(x))
+    rows, cols = adaptive_pool_bins(14, 4), adaptive_pool_bins(13, 4)
+    for i, (top, bottom) in enumerate(rows):
+        for j, (left, right) in enumerate(cols):
+            expected = x[:, top:bottom, left:right].mean(axis=(1, 2))
+            np.testing.assert_allclose(y[:, i, j], expected, rtol=1e-5, atol=1e-6)
+    clone = AdaptiveAveragePooling2D.from_config(layer.get_config())
+    assert clone.output_size == 4
+    with pytest.raises(ValueError, match="output_size must be a positive integer; received 0"):
+        AdaptiveAveragePooling2D(0)

@@ -123,6 +123,28 @@ def test_package_imports_keras_only(path):
     assert "training" not in imported
 
 
+def _module_level_imports(path: pathlib.Path) -> set[str]:
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+OPTIONAL_READERS = {"torch", "torchvision", "safetensors", "tensorflow", "tf_slim", "h5py"}
+
+
+@pytest.mark.parametrize(
+    "path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE))
+)
+def test_optional_readers_are_imported_only_where_a_file_is_read(path):
+    """torch, safetensors, TensorFlow: imported inside the functions that read files."""
+    assert not _module_level_imports(path) & OPTIONAL_READERS
+    assert "training" not in _imported_modules(path)
+
+
 @pytest.mark.parametrize("name", ki.list_models())
 def test_runs_on_jax_backend_without_tensorflow(name):
     extra = VARIANTS.get(name, [{}])[0]
