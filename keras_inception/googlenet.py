@@ -63,14 +63,24 @@ def _stem(x, spec: V1Stem, *, stem: str, style: ConvStyle):
     return x
 
 
-def _body(x, table: Mapping[str, Any], *, stem: str, style: ConvStyle, branch5x5_kernel: int):
+def _body(
+    x,
+    table: Mapping[str, Any],
+    *,
+    stem: str,
+    style: ConvStyle,
+    branch5x5_kernel: int,
+    pool5_kernel: int = 3,
+):
     x = _stem(x, table["stem"], stem=stem, style=style)
     taps = {}
     modules = [key for key in table if key != "stem"]
-    # Stages 3 (28x28), 4 (14x14), 5 (7x7); a 3x3/2 max pool starts stages 4 and 5.
+    # Stages 3 (28x28), 4 (14x14), 5 (7x7); a 3x3/2 max pool starts stages 4 and 5
+    # (2x2/2 before stage 5 with pool5_kernel=2, as TF-Slim and torchvision).
     for index, (stage, keys) in enumerate(itertools.groupby(modules, key=lambda k: k[0])):
         if index > 0:
-            x = layers.MaxPooling2D(3, strides=2, padding="same", name=f"pool{stage}")(x)
+            kernel = pool5_kernel if stage == "5" else 3
+            x = layers.MaxPooling2D(kernel, strides=2, padding="same", name=f"pool{stage}")(x)
         for key in keys:
             x = apply_inception_v1(
                 x,
@@ -110,6 +120,7 @@ def build_googlenet(
     sync_batch_norm: bool = False,
     bn_momentum: float = 0.99,
     branch5x5_kernel: int = 5,
+    pool5_kernel: int = 3,
     dropout: float = 0.4,
     stem: str = "imagenet",
     width_multiplier: float = 1.0,
@@ -123,8 +134,9 @@ def build_googlenet(
     Reference: Szegedy et al., "Going deeper with convolutions" (CVPR 2015).
 
     `build_googlenet(batch_norm=False)` is the paper's network (6,998,552 parameters,
-    1.58 G multiply-adds at 224x224); `build_googlenet(branch5x5_kernel=3)` is the
-    TF-Slim/torchvision layout (batch norm, one 3x3 conv in the "5x5" branch).
+    1.58 G multiply-adds at 224x224); `build_googlenet(branch5x5_kernel=3, pool5_kernel=2)`
+    is the TF-Slim/torchvision layout (batch norm, one 3x3 conv in the "5x5" branch, a
+    2x2/2 max pool before stage 5; see `keras_inception.from_slim`).
     Known deviations from the paper: the final 7x7 average pool is global (any input
     size), max pools pad "same" (sizes equal the paper's at 224), and the auxiliary pool
     adapts its window so that its map stays 4x4 at any input size (5x5/3 at 224).
@@ -154,6 +166,8 @@ def build_googlenet(
             `moving = momentum * moving + (1 - momentum) * batch`). Lower it when an
             epoch has few steps. Defaults to 0.99.
         branch5x5_kernel: int. 5 (paper) or 3 (TF-Slim/torchvision). Defaults to 5.
+        pool5_kernel: int. Window of the stride-2 max pool before stage 5: 3 (paper) or
+            2 (TF-Slim's MaxPool_5a_2x2, torchvision's maxpool4). Defaults to 3.
         dropout: float. Dropout before the classifier. Defaults to 0.4 (paper).
         stem: str. "imagenet" (7x7/2 conv and two 3x3/2 max pools) or "small" (3x3/1
             conv, no downsampling: for 28-64 px inputs). Defaults to "imagenet".
@@ -180,6 +194,8 @@ def build_googlenet(
         raise ValueError(f"branch5x5_kernel must be 3 or 5; received {branch5x5_kernel!r}")
     if not (isinstance(aux_dropout, int | float) and 0 <= aux_dropout < 1):
         raise ValueError(f"aux_dropout must be in [0, 1); received {aux_dropout!r}")
+    if pool5_kernel not in (2, 3):
+        raise ValueError(f"pool5_kernel must be 2 or 3; received {pool5_kernel!r}")
     return builder.build(
         ARCHITECTURE,
         include_top=include_top,
@@ -200,6 +216,6 @@ def build_googlenet(
         style=ConvStyle(
             batch_norm=batch_norm, sync_batch_norm=sync_batch_norm, bn_momentum=bn_momentum
         ),
-        body_options={"branch5x5_kernel": branch5x5_kernel},
+        body_options={"branch5x5_kernel": branch5x5_kernel, "pool5_kernel": pool5_kernel},
         aux_options={"dropout": aux_dropout},
     )
