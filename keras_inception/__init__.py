@@ -16,6 +16,7 @@ from keras_inception.inception_v2 import (
 )
 from keras_inception.inception_v3 import INCEPTION_V3_SPECS, build_inception_v3
 from keras_inception.layers import LocalResponseNormalization
+from keras_inception.pretrained import from_slim
 from keras_inception.registry import get_builder, get_model, list_models
 from keras_inception.specs import (
     BNInceptionStem,
@@ -61,6 +62,7 @@ __all__ = [
     "build_inception_v3",
     "default_loss_weights",
     "feature_model",
+    "from_slim",
     "get_builder",
     "get_model",
     "list_models",
