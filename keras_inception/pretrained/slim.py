@@ -235,6 +235,18 @@ def _one_line(err: BaseException, limit: int = 300) -> str:
 # --- reading ------------------------------------------------------------------------------
 
 
+def _import_tensorflow(path: str):
+    try:
+        import tensorflow as tf
+    except ImportError as err:
+        raise ImportError(
+            f"reading the TF-Slim checkpoint {path!r} needs TensorFlow (`pip install "
+            "tensorflow`); the converted Keras weights (`python -m keras_inception.convert "
+            "slim ...`) load without it"
+        ) from err
+    return tf
+
+
 def checkpoint_prefix(path: str | os.PathLike) -> str:
     """The path TensorFlow reads a checkpoint by.
 
@@ -248,9 +260,7 @@ def checkpoint_prefix(path: str | os.PathLike) -> str:
     """
     path = os.fspath(path)
     if os.path.isdir(path):
-        import tensorflow as tf
-
-        latest = tf.train.latest_checkpoint(path)
+        latest = _import_tensorflow(path).train.latest_checkpoint(path)
         if latest is None:
             raise FileNotFoundError(f"TF-Slim checkpoint not found: directory {path!r} holds none")
         return latest
@@ -289,14 +299,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
     path = os.fspath(path)
     if not os.path.isdir(path):
         checkpoint_prefix(path)  # FileNotFoundError before TensorFlow is needed
-    try:
-        import tensorflow as tf
-    except ImportError as err:
-        raise ImportError(
-            f"reading the TF-Slim checkpoint {path!r} needs TensorFlow (`pip install "
-            "tensorflow`); the converted Keras weights (`python -m keras_inception.convert "
-            "slim ...`) load without it"
-        ) from err
+    tf = _import_tensorflow(path)
     prefix = checkpoint_prefix(path)
     try:
         reader = tf.train.load_checkpoint(prefix)
