@@ -14,20 +14,21 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 
 import keras_inception as ki
 from keras_inception.pretrained import slim
 
-pytest.importorskip(
-    "tf_slim",
-    reason="the TF-Slim reference needs tf-slim 1.1.0 and tf-keras 2.21 (the test extra)",
-)
-if importlib.util.find_spec("tf_keras") is None:
-    pytest.skip(
-        "the TF-Slim reference needs tf-keras 2.21 (the test extra)", allow_module_level=True
-    )
+# Not imported here: tf-slim and tf-keras run only in the reference subprocess.
+for _package in ("tf_slim", "tf_keras"):
+    if importlib.util.find_spec(_package) is None:
+        pytest.skip(
+            f"{_package} is not installed: the TF-Slim reference needs tf-slim 1.1.0 and "
+            "tf-keras 2.21 (the test extra)",
+            allow_module_level=True,
+        )
 
 import tensorflow as tf  # noqa: E402  (reads and writes checkpoints; tf-slim needs it)
 
@@ -78,10 +79,15 @@ def inception_v2(reference):
     return slim.convert("inception_v2", reference / "inception_v2.ckpt", include_background=False)
 
 
-def test_inception_v1_equals_slim(reference):
-    data = np.load(reference / "inception_v1.npz")
+@pytest.fixture(scope="module")
+def inception_v1(reference):
     # The published inception_v1 file is a V1-format checkpoint; so is this one.
-    model = ki.from_slim("inception_v1", reference / "inception_v1.ckpt")
+    return ki.from_slim("inception_v1", reference / "inception_v1.ckpt")
+
+
+def test_inception_v1_equals_slim(reference, inception_v1):
+    data = np.load(reference / "inception_v1.npz")
+    model = inception_v1
     assert model.output.shape == (None, 1001)
     _assert_close(model(data["images"], training=False), data["logits"], "inception_v1")
     # TF-Slim's batch norm has no gamma: the Keras gamma is 1.
@@ -89,13 +95,12 @@ def test_inception_v1_equals_slim(reference):
     np.testing.assert_array_equal(np.asarray(gamma), 1.0)
 
 
-def test_inception_v1_needs_the_2x2_pool_before_stage_5(reference):
+def test_inception_v1_needs_the_2x2_pool_before_stage_5(reference, inception_v1):
     """Negative control: the paper's 3x3/2 pool (pool5_kernel=3) with the same weights
     is far from TF-Slim."""
     data = np.load(reference / "inception_v1.npz")
-    converted, _ = slim.convert("inception_v1", reference / "inception_v1.ckpt")
     paper_pool = ki.build_googlenet(branch5x5_kernel=3, classes=1001, classifier_activation=None)
-    paper_pool.set_weights(converted.get_weights())
+    paper_pool.set_weights(inception_v1.get_weights())
     _, relative = _max_difference(paper_pool(data["images"], training=False), data["logits"])
     assert relative > 100 * RELATIVE
 
@@ -118,6 +123,20 @@ def test_inception_v3_equals_slim_with_aux_logits(reference):
     _assert_close(outputs["aux"], data["aux_logits"], "inception_v3 aux logits")
     assert "global_step" in skipped
     assert not any("AuxLogits" in key for key in skipped)
+
+
+def test_features_without_the_top(reference, inception_v2):
+    """include_top=False skips the classifier (named) and keeps the features."""
+    data = np.load(reference / "inception_v2.npz")
+    features, skipped = slim.convert(
+        "inception_v2", reference / "inception_v2.ckpt", include_top=False, pooling="avg"
+    )
+    assert features.output.shape == (None, 1024)
+    assert "InceptionV2/Logits/Conv2d_1c_1x1/weights" in skipped
+    model, _ = inception_v2
+    pooled = keras.Model(model.input, model.get_layer("avgpool").output)
+    expected = np.asarray(pooled(data["images"], training=False))
+    _assert_close(features(data["images"], training=False), expected, "features")
 
 
 def test_converted_weights_load_into_the_printed_builder_call(reference, inception_v2, tmp_path):
@@ -229,6 +248,12 @@ def test_wrong_net_and_bad_files(reference, tmp_path):
         (tmp_path / f"truncated.ckpt{suffix}").write_bytes(source)
     with pytest.raises(ValueError, match="could not read tensor 'InceptionV2/.*truncated.ckpt"):
         ki.from_slim("inception_v2", str(prefix) + ".index")
+
+
+def test_reading_without_tensorflow_says_so(reference, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow", None)
+    with pytest.raises(ImportError, match="needs TensorFlow .*load without it"):
+        slim.read_checkpoint(reference / "inception_v1.ckpt")
 
 
 def test_checkpoint_prefix_accepts_v2_files_and_directories(reference, tmp_path):
