@@ -234,6 +234,11 @@ def test_wrong_net_and_bad_files(reference, tmp_path):
     with pytest.raises(FileNotFoundError, match=repr(str(absent))):
         ki.from_slim("inception_v3", absent)
 
+    tarball = tmp_path / "inception_v3_2016_08_28.tar.gz"
+    tarball.write_bytes(b"")
+    with pytest.raises(ValueError, match="is an archive: unpack it"):
+        ki.from_slim("inception_v3", tarball)
+
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(np.random.default_rng(0).bytes(4096))
     with pytest.raises(ValueError, match="could not read .*junk.ckpt.* as a TensorFlow checkpoint"):

@@ -299,6 +299,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
     path = os.fspath(path)
     if not os.path.isdir(path):
         checkpoint_prefix(path)  # FileNotFoundError before TensorFlow is needed
+        if path.lower().endswith((".tar.gz", ".tgz", ".tar")):
+            raise ValueError(
+                f"{path!r} is an archive: unpack it (`tar xzf`) and pass the "
+                "inception_vN.ckpt inside"
+            )
     tf = _import_tensorflow(path)
     prefix = checkpoint_prefix(path)
     try:
