@@ -19,6 +19,7 @@ from keras_inception.layers import AdaptiveAveragePooling2D, LocalResponseNormal
 from keras_inception.pretrained import (
     class_names,
     decode_predictions,
+    from_slim,
     from_torchvision,
     preprocess_input,
 )
@@ -71,6 +72,7 @@ __all__ = [
     "default_loss_weights",
     "default_specs",
     "feature_model",
+    "from_slim",
     "from_torchvision",
     "get_builder",
     "get_model",

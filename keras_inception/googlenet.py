@@ -171,7 +171,9 @@ def build_googlenet(
     TF-Slim/torchvision layout (batch norm, one 3x3 conv in the "5x5" branch).
     torchvision's `GoogLeNet`, output for output at every input size, is
     `build_googlenet(branch5x5_kernel=3, padding="torch", pool5_kernel=2,
-    aux_pool="torch", dropout=0.2)` (see `keras_inception.from_torchvision`).
+    aux_pool="torch", dropout=0.2)` (see `keras_inception.from_torchvision`); TF-Slim's
+    `inception_v1` is `build_googlenet(branch5x5_kernel=3, pool5_kernel=2)` (see
+    `keras_inception.from_slim`).
     Known deviations from the paper: the final 7x7 average pool is global (any input
     size), max pools pad "same" (sizes equal the paper's at 224), and the auxiliary pool
     adapts its window so that its map stays 4x4 at any input size (5x5/3 at 224).
