@@ -26,8 +26,11 @@ FORMATS = {
 }
 
 
-def _one_line(err: BaseException) -> str:
+def one_line(err: BaseException, limit: int = 300) -> str:
+    """An exception as one line of at most `limit` characters, its type first."""
     text = " ".join(str(err).split())
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
@@ -111,7 +114,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise
     except Exception as err:  # noqa: BLE001 - every reader's failure becomes one line
         raise ValueError(
-            f"could not read {path!r} as a {kind} state dict: {_one_line(err)}"
+            f"could not read {path!r} as a {kind} state dict: {one_line(err)}"
         ) from None
     state = {name: np.asarray(value) for name, value in state.items()}
     state = {
@@ -133,10 +136,13 @@ class Source:
         key: str. Name of the source tensor.
         transform: callable or None. Maps the source array to the Keras layout (e.g. a
             conv kernel's `(out, in, kh, kw)` to `(kh, kw, in, out)`).
+        fill: float or None. The constant the weight takes when the file has no `key`
+            (TF-Slim's batch norm has no gamma: 1). None: the tensor is required.
     """
 
     key: str
     transform: Callable[[np.ndarray], np.ndarray] | None = None
+    fill: float | None = None
 
 
 def assign(
@@ -179,14 +185,17 @@ def assign(
                 f"{path!r}: no source tensor is planned for Keras weight {variable.path!r} "
                 f"of {model.name}"
             )
+        expected = tuple(variable.shape)
         if source.key not in state:
+            if source.fill is not None:
+                values.append((variable, np.full(expected, source.fill, "float32")))
+                continue
             raise ValueError(
                 f"{path!r} is not {description}, or is truncated: tensor {source.key!r} "
                 f"(for Keras weight {variable.path!r}) is missing"
             )
         array = state[source.key]
         value = source.transform(array) if source.transform else array
-        expected = tuple(variable.shape)
         if tuple(value.shape) != expected:
             raise ValueError(
                 f"{path!r}: tensor {source.key!r} has shape {tuple(array.shape)}, which "
@@ -201,11 +210,11 @@ def assign(
     if unexpected:
         raise ValueError(
             f"{path!r} is not {description}: tensor {unexpected[0]!r} "
-            f"{tuple(state[unexpected[0]].shape)} has no place in the model "
+            f"{tuple(np.shape(state[unexpected[0]]))} has no place in the model "
             f"({len(unexpected)} such tensors)"
         )
     for variable, value in values:
-        variable.assign(value.astype(variable.dtype))
+        variable.assign(np.asarray(value, dtype=variable.dtype))
     return skipped
 
 

@@ -26,7 +26,6 @@ line `python -m keras_inception.convert slim <name> <checkpoint> -o out.weights.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -39,6 +38,7 @@ import numpy as np
 from keras_inception.googlenet import GOOGLENET_SPECS
 from keras_inception.inception_v2 import BN_INCEPTION_SPECS
 from keras_inception.inception_v3 import INCEPTION_V3_SPECS
+from keras_inception.pretrained.common import Source, assign, one_line
 from keras_inception.specs import (
     BNModule,
     BNReduction,
@@ -225,13 +225,6 @@ def _check_name(name: str) -> None:
         raise ValueError(f"unknown TF-Slim model {name!r}; available: {list(MODELS)}")
 
 
-def _one_line(err: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(err).split())
-    if len(text) > limit:
-        text = text[: limit - 3] + "..."
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
-
-
 # --- reading ------------------------------------------------------------------------------
 
 
@@ -311,7 +304,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
         names = sorted(reader.get_variable_to_shape_map())
     except Exception as err:  # noqa: BLE001 - TF's many error types become one line
         raise ValueError(
-            f"could not read {path!r} as a TensorFlow checkpoint: {_one_line(err)}"
+            f"could not read {path!r} as a TensorFlow checkpoint: {one_line(err)}"
         ) from None
     state = {}
     for name in names:
@@ -320,7 +313,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
         except Exception as err:  # noqa: BLE001
             raise ValueError(
                 f"could not read tensor {name!r} from {path!r} (truncated or corrupt "
-                f"checkpoint?): {_one_line(err)}"
+                f"checkpoint?): {one_line(err)}"
             ) from None
         if np.issubdtype(value.dtype, np.floating):
             value = value.astype("float32")
@@ -429,16 +422,6 @@ def slim_scope(name: str, layer_name: str) -> str:
 # --- assignment ---------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class _Source:
-    """Where one Keras weight comes from: checkpoint tensor `key`, through `transform`;
-    or, with `fill`, a constant when the checkpoint has no `key`."""
-
-    key: str
-    transform: Callable[[np.ndarray], np.ndarray] | None = None
-    fill: float | None = None
-
-
 def _dense_kernel(drop_background: bool) -> Callable[[np.ndarray], np.ndarray]:
     """TF-Slim's 1x1 logits conv `(1, 1, in, classes)` -> Dense `(in, classes)`."""
 
@@ -455,100 +438,42 @@ def _drop_first(array: np.ndarray) -> np.ndarray:
     return array[1:] if array.ndim == 1 else array
 
 
-def plan(name: str, model: keras.Model, *, include_background: bool = True) -> dict[str, _Source]:
-    """Keras weight path -> checkpoint tensor (`_Source`) for every weight of `model`."""
+def plan(name: str, model: keras.Model, *, include_background: bool = True) -> dict[str, Source]:
+    """Keras weight path -> checkpoint tensor (`Source`) for every weight of `model`."""
     _check_name(name)
-    sources: dict[str, _Source] = {}
+    sources: dict[str, Source] = {}
     for layer in model.layers:
         if not layer.weights:
             continue
         if isinstance(layer, keras.layers.SeparableConv2D):
             base = slim_scope(name, layer.name.removesuffix("_conv"))
-            sources[layer.depthwise_kernel.path] = _Source(f"{base}/depthwise_weights")
-            sources[layer.pointwise_kernel.path] = _Source(f"{base}/pointwise_weights")
+            sources[layer.depthwise_kernel.path] = Source(f"{base}/depthwise_weights")
+            sources[layer.pointwise_kernel.path] = Source(f"{base}/pointwise_weights")
             if layer.bias is not None:
-                sources[layer.bias.path] = _Source(f"{base}/biases")
+                sources[layer.bias.path] = Source(f"{base}/biases")
         elif isinstance(layer, keras.layers.Conv2D):
             base = slim_scope(name, layer.name.removesuffix("_conv"))
-            sources[layer.kernel.path] = _Source(f"{base}/weights")
+            sources[layer.kernel.path] = Source(f"{base}/weights")
             if layer.bias is not None:
-                sources[layer.bias.path] = _Source(f"{base}/biases")
+                sources[layer.bias.path] = Source(f"{base}/biases")
         elif isinstance(layer, keras.layers.BatchNormalization):
             base = slim_scope(name, layer.name.removesuffix("_bn")) + "/BatchNorm"
             if layer.gamma is not None:  # TF-Slim's batch norm has none: gamma = 1
-                sources[layer.gamma.path] = _Source(f"{base}/gamma", fill=1.0)
+                sources[layer.gamma.path] = Source(f"{base}/gamma", fill=1.0)
             for attribute in ("beta", "moving_mean", "moving_variance"):
                 variable = getattr(layer, attribute)
-                sources[variable.path] = _Source(f"{base}/{attribute}")
+                sources[variable.path] = Source(f"{base}/{attribute}")
         elif isinstance(layer, keras.layers.Dense):
             base = slim_scope(name, layer.name)
             drop = not include_background
-            sources[layer.kernel.path] = _Source(f"{base}/weights", _dense_kernel(drop))
-            sources[layer.bias.path] = _Source(f"{base}/biases", _drop_first if drop else None)
+            sources[layer.kernel.path] = Source(f"{base}/weights", _dense_kernel(drop))
+            sources[layer.bias.path] = Source(f"{base}/biases", _drop_first if drop else None)
         else:
             raise ValueError(
                 f"layer {layer.name!r} ({type(layer).__name__}) has weights but no TF-Slim "
                 "counterpart"
             )
     return sources
-
-
-def _assign(
-    model: keras.Model,
-    state: Mapping[str, np.ndarray],
-    sources: Mapping[str, _Source],
-    *,
-    path: str,
-    skip: Callable[[str], bool],
-    description: str,
-) -> list[str]:
-    """Assigns `state` to `model` by `sources`, strictly; returns the skipped names.
-
-    Every Keras weight must have a source of the right shape (or a `fill`), every
-    checkpoint tensor must be used or accepted by `skip`; nothing is assigned unless all
-    of this holds. Errors are one line naming `path` and the first tensor that does not
-    fit.
-    """
-    values = []
-    used = set()
-    for variable in model.weights:
-        source = sources.get(variable.path)
-        if source is None:
-            raise ValueError(
-                f"{path!r}: no checkpoint tensor is planned for Keras weight "
-                f"{variable.path!r} of {model.name}"
-            )
-        expected = tuple(variable.shape)
-        if source.key not in state:
-            if source.fill is not None:
-                values.append((variable, np.full(expected, source.fill, "float32")))
-                continue
-            raise ValueError(
-                f"{path!r} is not {description}, or is truncated: tensor {source.key!r} "
-                f"(for Keras weight {variable.path!r}) is missing"
-            )
-        array = state[source.key]
-        value = source.transform(array) if source.transform else array
-        if tuple(value.shape) != expected:
-            raise ValueError(
-                f"{path!r}: tensor {source.key!r} has shape {tuple(array.shape)}, which "
-                f"does not fit Keras weight {variable.path!r} of shape {expected}"
-            )
-        if not np.all(np.isfinite(value)):
-            raise ValueError(f"{path!r}: tensor {source.key!r} holds NaN or infinite values")
-        values.append((variable, value))
-        used.add(source.key)
-    skipped = sorted(key for key in state if key not in used and skip(key))
-    unexpected = [key for key in state if key not in used and not skip(key)]
-    if unexpected:
-        raise ValueError(
-            f"{path!r} is not {description}: tensor {unexpected[0]!r} "
-            f"{tuple(np.shape(state[unexpected[0]]))} has no place in the model "
-            f"({len(unexpected)} such tensors)"
-        )
-    for variable, value in values:
-        variable.assign(np.asarray(value, dtype=variable.dtype))
-    return skipped
 
 
 def detect(state: Mapping[str, np.ndarray]) -> str | None:
@@ -641,7 +566,7 @@ def convert(
             or (not include_top and key.startswith(f"{root}/Logits/"))
         )
 
-    skipped = _assign(
+    skipped = assign(
         model,
         state,
         plan(name, model, include_background=include_background),
