@@ -60,3 +60,58 @@ def test_the_training_extra_covers_every_import_of_training(folder):
             missing[module] = sorted(names)
     assert not missing, f"imported by {folder}/ but in no requirement: {missing}"
     assert {"tensorflow", "tensorflow-datasets", "keras-tuner", "matplotlib"} <= installed
+
+
+def _training_modules() -> dict[str, ast.Module]:
+    modules = {}
+    for path in sorted((ROOT / "training").rglob("*.py")):
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        modules[name] = ast.parse(path.read_text())
+    return modules
+
+
+# The one deliberate exception: quiet.py imports TensorFlow inside its stderr filter, so
+# that the CUDA-probe lines of TensorFlow's first import can be dropped.
+LATE_IMPORTS = {"training.quiet"}
+
+
+def test_training_imports_only_at_module_level():
+    """Function-local imports hid an import cycle once; every import runs at import time."""
+    nested = []
+    for name, tree in _training_modules().items():
+        if name in LATE_IMPORTS:
+            continue
+        top = {id(node) for node in tree.body}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom) and id(node) not in top:
+                nested.append(f"{name}:{node.lineno}")
+    assert not nested
+
+
+def test_training_has_no_import_cycle():
+    modules = _training_modules()
+    graph = {}
+    for name, tree in modules.items():
+        deps = set()
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom) and node.module == "training":
+                deps |= {f"training.{alias.name}" for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("training."):
+                deps.add(node.module)
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name.startswith("training.")}
+        graph[name] = deps & set(modules)
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        if name in path:
+            raise AssertionError(f"import cycle: {' -> '.join([*path, name])}")
+        if name in done:
+            return
+        for dep in sorted(graph[name]):
+            visit(dep, [*path, name])
+        done.add(name)
+
+    for name in graph:
+        visit(name, [])
+    assert "training.multiworker" in graph["training.train"]  # the walk saw the drivers

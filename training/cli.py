@@ -10,13 +10,14 @@ import dataclasses
 import json
 import sys
 
+from keras_inception import list_models
+from training import train as train_lib
+from training import tuning
 from training.batchnorm import DEFAULT_IMAGES as DEFAULT_PRECISE_BN_IMAGES
 from training.config import TrainConfig
 from training.evaluate import CROPS, evaluate_saved_model, export_saved_model
 from training.presets import PRESETS
 from training.strategy import STRATEGIES
-from training.train import train_and_evaluate
-from training.tuning import TuneConfig, tune
 
 
 def _positive_int(text: str) -> int:
@@ -64,8 +65,6 @@ def _positive_float(text: str) -> float:
 
 
 def _add_train_flags(parser: argparse.ArgumentParser) -> None:
-    from keras_inception import list_models
-
     parser.add_argument("--model", default="googlenet", choices=list_models(), help="model name")
     parser.add_argument(
         "--dataset",
@@ -275,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             overwrite = options.pop("overwrite")
             connect_timeout = options.pop("connect_timeout")
             options.pop("command")
-            train_and_evaluate(
+            train_lib.train_and_evaluate(
                 TrainConfig(**options),
                 workdir,
                 overwrite=overwrite,
@@ -288,9 +287,10 @@ def main(argv: list[str] | None = None) -> int:
             if options.pop("overwrite"):
                 raise ValueError("tune resumes its workdir; --overwrite is not supported")
             tune_options = {
-                name: options.pop(name) for name in [f.name for f in dataclasses.fields(TuneConfig)]
+                name: options.pop(name)
+                for name in [f.name for f in dataclasses.fields(tuning.TuneConfig)]
             }
-            tune(TrainConfig(**options), TuneConfig(**tune_options), workdir)
+            tuning.tune(TrainConfig(**options), tuning.TuneConfig(**tune_options), workdir)
         elif args.command == "evaluate":
             crops = CROPS if args.crops == "both" else (args.crops,)
             results = evaluate_saved_model(
