@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import keras_inception as ki
-from keras_inception.pretrained import slim
+from keras_inception.pretrained import common, slim
 
 # Not imported here: tf-slim and tf-keras run only in the reference subprocess.
 for _package in ("tf_slim", "tf_keras"):
@@ -198,7 +198,7 @@ def test_unexpected_or_misshapen_tensors_are_refused(reference, inception_v2, tm
     before = model.get_layer("conv2b_conv").kernel.numpy().copy()
 
     def assign(state):
-        return slim._assign(
+        return common.assign(
             model,
             state,
             sources,
