@@ -7,6 +7,7 @@ models run on every Keras backend.
 
 from keras_inception import analysis
 from keras_inception.features import feature_model
+from keras_inception.fused_batchnorm import FusedBatchNormalization, fuse_batch_norm
 from keras_inception.googlenet import GOOGLENET_SPECS, build_googlenet
 from keras_inception.heads import default_loss_weights, strip_aux_heads
 from keras_inception.inception_v2 import (
@@ -42,6 +43,7 @@ __all__ = [
     "BNInceptionStem",
     "BNModule",
     "BNReduction",
+    "FusedBatchNormalization",
     "GOOGLENET_SPECS",
     "INCEPTION_V2_SPECS",
     "INCEPTION_V3_SPECS",
@@ -62,6 +64,7 @@ __all__ = [
     "default_loss_weights",
     "default_specs",
     "feature_model",
+    "fuse_batch_norm",
     "get_builder",
     "get_model",
     "list_models",
