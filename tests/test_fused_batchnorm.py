@@ -5,12 +5,13 @@ the same non-trivial weights (random gamma and beta, moving statistics far from 
 on inputs whose channels have different means and scales. Differences are measured
 relative to the largest entry of the reference tensor:
 
-* float32: 1e-5 (measured: about 1e-6; the kernel normalizes as `(x - mean) * inv`,
-  Keras as `x * inv + (beta - mean * inv)`, and sums in another order);
-* mixed_float16: 4e-3 and mixed_bfloat16: 2e-2, two float16 / bfloat16 ulps of the
-  largest entry (both compute in float32 and round the output, and the input gradient,
-  to the input's dtype; a float32 difference that crosses a rounding boundary moves an
-  entry by one ulp).
+* float32: 1e-5 (measured: at most 2.4e-6, for the gamma gradient; the kernel normalizes
+  as `(x - mean) * inv`, Keras as `x * inv + (beta - mean * inv)`, and sums in another
+  order);
+* mixed_float16: 1e-3 and mixed_bfloat16: 8e-3, two float16 / bfloat16 ulps of the
+  largest entry (measured: at most 2.0e-4 and 7.6e-4, for the output). Both layers
+  compute in float32 and round the output, and the input gradient, to the input's dtype:
+  a float32 difference that crosses a rounding boundary moves an entry by one ulp.
 """
 
 import json
@@ -24,7 +25,7 @@ import tensorflow as tf
 from keras_inception.fused_batchnorm import FusedBatchNormalization, fuse_batch_norm
 from tests.helpers import run_python
 
-TOLERANCE = {"float32": 1e-5, "mixed_float16": 4e-3, "mixed_bfloat16": 2e-2}
+TOLERANCE = {"float32": 1e-5, "mixed_float16": 1e-3, "mixed_bfloat16": 8e-3}
 SHAPE = (8, 5, 5, 6)
 
 
@@ -92,7 +93,7 @@ def compare(plain, fused, training, steps=3, seed=2):
         cotangent = tf.constant(rng.normal(size=SHAPE).astype("float32"))
         y_plain, g_plain = plain_step(x, cotangent)
         y_fused, g_fused = fused_step(x, cotangent)
-        assert y_fused.dtype == y_plain.dtype
+        assert y_fused.dtype == y_plain.dtype == fused.compute_dtype
         note("output", y_fused, y_plain)
         for name, a, b in zip(names, g_fused, g_plain, strict=True):
             assert a.dtype == b.dtype, name
@@ -108,6 +109,8 @@ def compare(plain, fused, training, steps=3, seed=2):
 def test_numbers_are_keras(policy, training):
     keras.config.set_dtype_policy(policy)
     plain, fused = twins()
+    assert fused.compute_dtype == policy.removeprefix("mixed_")  # bf16 / f16 outputs
+    assert fused.variable_dtype == "float32"
     start = [w.copy() for w in plain.get_weights()]
     worst = compare(plain, fused, training)
     assert max(worst.values()) <= TOLERANCE[policy], worst
