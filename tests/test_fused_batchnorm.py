@@ -133,6 +133,18 @@ def test_without_gamma_or_beta_numbers_are_keras(scale, center):
     assert fused.uses_fused_kernel(tf.zeros(SHAPE))
 
 
+def test_frozen_layer_normalizes_with_moving_statistics():
+    """trainable=False: inference in training too (Keras's rule), statistics kept."""
+    plain, fused = twins()
+    plain.trainable = fused.trainable = False
+    x = inputs()
+    np.testing.assert_allclose(fused(x, training=True), plain(x, training=True), atol=1e-5)
+    np.testing.assert_allclose(fused(x, training=True), fused(x, training=False))
+    for a, b in zip(fused.weights, plain.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert "FusedBatchNormV3" in graph_ops(fused, SHAPE, training=True)
+
+
 def test_moving_variance_is_the_biased_one():
     """With momentum 0 the moving statistics are the batch's own: the biased variance,
     not the kernel's Bessel-corrected n / (n - 1) one (here 4 / 3: a 25% difference)."""
@@ -214,8 +226,8 @@ def tiny_model(batch_norm, seed=0):
     return keras.Model(inputs, keras.layers.Dense(3, name="head")(x))
 
 
-def trained(model, x, y, steps=2):
-    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse", jit_compile=False)
+def trained(model, x, y, steps=2, jit_compile=False):
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse", jit_compile=jit_compile)
     for _ in range(steps):
         model.train_on_batch(x, y)
     return model
@@ -253,6 +265,22 @@ def test_weights_load_both_ways(tmp_path):
         np.testing.assert_array_equal(a, b)
     for a, b in zip(back.get_weights(), plain.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_xla_training_matches_keras():
+    """FusedBatchNormV3 has an XLA lowering: `jit_compile=True` gives Keras's weights."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(8, 8, 8, 3)).astype("float32") * 2 + 1, rng.normal(size=(8, 3))
+    plain, fused = tiny_model(keras.layers.BatchNormalization), tiny_model(FusedBatchNormalization)
+    start = plain.get_weights()
+    fused.set_weights(start)
+    trained(plain, x, y, steps=3)
+    trained(fused, x, y, steps=3, jit_compile=True)
+    assert fused.jit_compile
+    for a, b in zip(fused.get_weights(), plain.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    moved = [np.abs(b - s).max() for b, s in zip(plain.get_weights(), start, strict=True)]
+    assert min(moved[:2] + moved[3:]) > 1e-3  # all but c1_bn/beta (zero gradient)
 
 
 def test_clone_swaps_keras_applications_batch_norms():
