@@ -44,7 +44,7 @@ Examples:
 x = keras.layers.Conv2D(32, 3, use_bias=False)(inputs)
 x = FusedBatchNormalization(epsilon=1e-3, scale=False, name="conv1_bn")(x)
 
-# Swap every BatchNormalization of an existing model (weights copied by name):
+# Swap every BatchNormalization of an existing model (same weights, same order):
 fused = keras.models.clone_model(model, clone_function=fuse_batch_norm)
 fused.set_weights(model.get_weights())
 ```

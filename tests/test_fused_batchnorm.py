@@ -17,10 +17,12 @@ relative to the largest entry of the reference tensor:
 import json
 import textwrap
 
+import h5py
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from keras.src.legacy.saving import legacy_h5_format  # writes keras.applications' format
 
 from keras_inception.fused_batchnorm import FusedBatchNormalization, fuse_batch_norm
 from tests.helpers import run_python
@@ -283,14 +285,27 @@ def test_xla_training_matches_keras():
     assert min(moved[:2] + moved[3:]) > 1e-3  # all but c1_bn/beta (zero gradient)
 
 
-def test_clone_swaps_keras_applications_batch_norms():
-    """keras.applications InceptionV3's weights fit the fused clone: same paths, shapes."""
+def test_keras_applications_weights_load_into_the_fused_clone(tmp_path):
+    """keras.applications InceptionV3 ships its ImageNet weights as a legacy `.h5` file
+    (`inception_v3_weights_tf_dim_ordering_tf_kernels.h5`); one in that format, written
+    from random weights, loads into the clone whose BN layers are all fused."""
     model = keras.applications.InceptionV3(weights=None, input_shape=(75, 75, 3), classes=4)
+    rng = np.random.default_rng(0)
+    model.set_weights(
+        [
+            rng.uniform(0.5, 1.5, w.shape) if "variance" in w.path else rng.normal(size=w.shape)
+            for w in model.weights
+        ]
+    )
+    with h5py.File(tmp_path / "inception_v3.h5", "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
     fused = keras.models.clone_model(model, clone_function=fuse_batch_norm)
     kinds = {type(layer) for layer in fused.layers}
     assert FusedBatchNormalization in kinds and keras.layers.BatchNormalization not in kinds
     assert [(w.path, w.shape) for w in fused.weights] == [(w.path, w.shape) for w in model.weights]
-    fused.set_weights(model.get_weights())
+    fused.load_weights(tmp_path / "inception_v3.h5")
+    for a, b in zip(fused.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
     x = inputs(shape=(2, 75, 75, 3))
     np.testing.assert_allclose(fused(x), model(x), rtol=1e-4, atol=1e-6)
 
