@@ -7,6 +7,7 @@ models run on every Keras backend.
 
 from keras_inception import analysis
 from keras_inception.features import feature_model
+from keras_inception.fused_batchnorm import FusedBatchNormalization, fuse_batch_norm
 from keras_inception.googlenet import GOOGLENET_SPECS, build_googlenet
 from keras_inception.heads import default_loss_weights, strip_aux_heads
 from keras_inception.inception_v2 import (
@@ -50,6 +51,7 @@ __all__ = [
     "BNInceptionStem",
     "BNModule",
     "BNReduction",
+    "FusedBatchNormalization",
     "GOOGLENET_SPECS",
     "INCEPTION_V2_SPECS",
     "INCEPTION_V3_SPECS",
@@ -74,6 +76,7 @@ __all__ = [
     "feature_model",
     "from_slim",
     "from_torchvision",
+    "fuse_batch_norm",
     "get_builder",
     "get_model",
     "list_models",

@@ -10,9 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import pytest
 
-from benchmarks import common, models, pipeline, precision
+import keras_inception as ki
+from benchmarks import common, fused_bn, models, pipeline, precision
 from training import quiet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,6 +95,34 @@ def test_precision_table(capsys):
     assert all(0.0 <= r["test accuracy"] <= 1.0 and 0.0 <= r["train accuracy"] <= 1.0 for r in rows)
 
 
+@pytest.mark.large
+def test_fused_bn_table(capsys):
+    rows = fused_bn.main(
+        ["--models", "googlenet_demo", "--demo-batch-size", "8", "--rounds", "2",
+         "--steps", "1", "--warmup", "1"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert "machine:" in out and "oneDNN" in out
+    (row,) = rows
+    assert set(fused_bn.COLUMNS) <= set(row)
+    # Every BN layer of the demo model is swapped and runs the fused kernel.
+    assert row["BN layers"] == row["fused"] > 50
+    assert row["speedup"] > 0 and row["loss diff"] < 1e-4
+
+
+def test_fused_bn_refuses_small_inception_v3_input():
+    with pytest.raises(SystemExit):
+        fused_bn.parse_args(["--image-size", "64"])
+    assert fused_bn.parse_args(["--models", "googlenet_demo", "--image-size", "64"])
+
+
+def test_fused_bn_counts_the_fused_layers():
+    model, _, _ = fused_bn.build("googlenet_demo", 28)
+    fused = keras.models.clone_model(model, clone_function=ki.fuse_batch_norm)
+    assert fused_bn.batch_norm_counts(model) == (59, 0)
+    assert fused_bn.batch_norm_counts(fused) == (59, 59)
+
+
 def test_positive_int_names_the_value():
     assert common.positive_int("3") == 3
     with pytest.raises(ValueError, match="'0'"):
@@ -117,7 +147,7 @@ def test_generated_precision_data_shapes():
     assert int(y.numpy().min()) >= 0 and int(y.numpy().max()) < 10
 
 
-@pytest.mark.parametrize("script", ["models", "pipeline", "precision", "profile_step"])
+@pytest.mark.parametrize("script", ["models", "pipeline", "precision", "profile_step", "fused_bn"])
 def test_script_runs_by_path_from_another_folder(script, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run(
