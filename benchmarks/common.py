@@ -7,7 +7,6 @@ shared and noisy, so an absolute time alone means little.
 
 from __future__ import annotations
 
-import os
 import platform
 import statistics
 import time
@@ -16,38 +15,29 @@ from collections.abc import Callable, Sequence
 import keras
 import tensorflow as tf
 
+from training import machine
+
 FLOP_CONVENTION = (
     "FLOPs: a multiply-add is 2 FLOPs; training = 3 x forward (backward ~ 2 x forward), "
     "so training FLOPs/image = 6 x forward multiply-adds; conv and dense only."
 )
 
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (platform.processor() elsewhere)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def machine_description() -> str:
-    """One line: CPU model, usable cores, TF/Keras/Python versions, GPUs if any."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    """Two lines: CPU model, usable cores, GPUs, oneDNN and threads (`training.machine`);
+    then the TF/Keras/Python versions and GPU names if any."""
     gpus = tf.config.list_physical_devices("GPU")
-    gpu = "none"
+    gpu = ""
     if gpus:
         names = []
         for device in gpus:
             details = tf.config.experimental.get_device_details(device)
             names.append(details.get("device_name", device.name))
-        gpu = ", ".join(names)
+        gpu = f"GPU: {', '.join(names)}; "
     return (
-        f"machine: {cpu_model()}, {cores} cores; GPU: {gpu}; TensorFlow {tf.__version__}, "
-        f"Keras {keras.__version__}, Python {platform.python_version()}"
+        f"{machine.describe(machine.info())}\n"
+        f"{gpu}TensorFlow {tf.__version__}, Keras {keras.__version__}, "
+        f"Python {platform.python_version()}"
     )
 
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -91,16 +90,22 @@ class Pair:
 
 
 def build(name: str, size: int) -> tuple[keras.Model, int, int]:
-    """The model `name` of `MODELS` (softmax outputs); with its input size and channels."""
+    """The model `name` of `MODELS` (softmax outputs) with Keras's own BatchNormalization
+    (`fused_batch_norm=False`; `prepare` makes the fused clone); with its input size and
+    channels."""
     if name == "googlenet_demo":
         model = ki.build_googlenet(
             stem="small", width_multiplier=0.125, min_depth=8, aux_logits=True,
-            input_shape=(28, 28, 1), classes=10,
+            input_shape=(28, 28, 1), classes=10, fused_batch_norm=False,
         )  # fmt: skip
         return model, 28, 1
     if name == "inception_v3":
         model = ki.build_inception_v3(
-            aux_logits=False, dropout=0.0, input_shape=(size, size, 3), classes=1000
+            aux_logits=False,
+            dropout=0.0,
+            input_shape=(size, size, 3),
+            classes=1000,
+            fused_batch_norm=False,
         )
         return model, size, 3
     if name == "keras_inception_v3":
@@ -149,18 +154,6 @@ def prepare(name: str, args: argparse.Namespace) -> Pair:
     labels = tf.constant(rng.integers(0, classes, batch).astype(np.int32))
     y = {k: labels for k in unfused.output} if isinstance(unfused.output, dict) else labels
     return Pair(name, size, channels, batch, unfused, fused, x, y)
-
-
-def onednn_state() -> str:
-    """Whether TensorFlow runs oneDNN kernels, and the setting that decided it."""
-    setting = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset")
-    try:
-        from tensorflow.python.util import _pywrap_util_port
-
-        state = "on" if _pywrap_util_port.IsMklEnabled() else "off"
-    except (ImportError, AttributeError):
-        state = "unknown"
-    return f"oneDNN {state} (TF_ENABLE_ONEDNN_OPTS={setting})"
 
 
 def run(args: argparse.Namespace) -> list[dict]:
@@ -251,10 +244,6 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     """Parses `argv`, runs, prints the machine lines and the table; returns the rows."""
     args = parse_args(argv)
     print(common.machine_description())
-    print(
-        f"{onednn_state()}; threads: intra-op {tf.config.threading.get_intra_op_parallelism_threads()}, "
-        f"inter-op {tf.config.threading.get_inter_op_parallelism_threads()} (0: TensorFlow's choice)"
-    )
     rows = run(args)
     print(
         f"policy {args.policy}, optimizer {args.optimizer}, jit_compile=False; "

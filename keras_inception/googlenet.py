@@ -148,6 +148,7 @@ def build_googlenet(
     aux_dropout: float = 0.7,
     batch_norm: bool = True,
     sync_batch_norm: bool = False,
+    fused_batch_norm: bool = True,
     bn_momentum: float = 0.99,
     branch5x5_kernel: int = 5,
     padding: str = "same",
@@ -201,6 +202,10 @@ def build_googlenet(
         batch_norm: bool. BN after every conv, no conv bias. False is the paper: conv
             bias and local response normalization in the stem. Defaults to True.
         sync_batch_norm: bool. Synchronized BN across replicas. Defaults to False.
+        fused_batch_norm: bool. Batch norm on TensorFlow's fused kernel
+            (`FusedBatchNormalization`: same weights and numbers, faster training; Keras's
+            own computation on other backends). False: `keras.layers.BatchNormalization`.
+            Defaults to True.
         bn_momentum: float. Momentum of the BN moving mean and variance (Keras's:
             `moving = momentum * moving + (1 - momentum) * batch`). Lower it when an
             epoch has few steps. Defaults to 0.99.
@@ -267,7 +272,10 @@ def build_googlenet(
         dropout=dropout,
         name=name,
         style=ConvStyle(
-            batch_norm=batch_norm, sync_batch_norm=sync_batch_norm, bn_momentum=bn_momentum
+            batch_norm=batch_norm,
+            sync_batch_norm=sync_batch_norm,
+            fused_batch_norm=fused_batch_norm,
+            bn_momentum=bn_momentum,
         ),
         body_options={
             "branch5x5_kernel": branch5x5_kernel,

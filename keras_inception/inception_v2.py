@@ -138,6 +138,7 @@ def build_inception_v2(
     classifier_activation: str | None = "softmax",
     aux_logits: bool = False,
     sync_batch_norm: bool = False,
+    fused_batch_norm: bool = True,
     bn_momentum: float = 0.99,
     dropout: float = 0.2,
     stem: str = "imagenet",
@@ -188,6 +189,10 @@ def build_inception_v2(
             BN-Inception); outputs `{"main", "aux"}`, loss weight 0.4 in
             `default_loss_weights`. Defaults to False.
         sync_batch_norm: bool. Synchronized BN across replicas. Defaults to False.
+        fused_batch_norm: bool. Batch norm on TensorFlow's fused kernel
+            (`FusedBatchNormalization`: same weights and numbers, faster training; Keras's
+            own computation on other backends). False: `keras.layers.BatchNormalization`.
+            Defaults to True.
         bn_momentum: float. Momentum of the BN moving mean and variance (Keras's:
             `moving = momentum * moving + (1 - momentum) * batch`). Lower it when an
             epoch has few steps. Defaults to 0.99.
@@ -235,6 +240,7 @@ def build_inception_v2(
             batch_norm=True,
             bn_scale=False,
             sync_batch_norm=sync_batch_norm,
+            fused_batch_norm=fused_batch_norm,
             bn_momentum=bn_momentum,
         ),
         aux_options=aux_options,

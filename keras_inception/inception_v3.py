@@ -374,6 +374,7 @@ def build_inception_v3(
     classifier_activation: str | None = "softmax",
     aux_logits: bool = False,
     sync_batch_norm: bool = False,
+    fused_batch_norm: bool = True,
     bn_momentum: float = 0.99,
     bn_scale: bool = False,
     count_include_pad: bool = False,
@@ -426,6 +427,10 @@ def build_inception_v3(
             `loss_weights=keras_inception.default_loss_weights(model)` (aux 0.4, TF-Slim).
             Defaults to False.
         sync_batch_norm: bool. Synchronized BN across replicas. Defaults to False.
+        fused_batch_norm: bool. Batch norm on TensorFlow's fused kernel
+            (`FusedBatchNormalization`: same weights and numbers, faster training; Keras's
+            own computation on other backends). False: `keras.layers.BatchNormalization`.
+            Defaults to True.
         bn_momentum: float. Momentum of the BN moving mean and variance (Keras's:
             `moving = momentum * moving + (1 - momentum) * batch`). Lower it when an
             epoch has few steps. Defaults to 0.99.
@@ -487,6 +492,7 @@ def build_inception_v3(
             batch_norm=True,
             bn_scale=bool(bn_scale),
             sync_batch_norm=sync_batch_norm,
+            fused_batch_norm=fused_batch_norm,
             bn_momentum=bn_momentum,
         ),
         body_options={

@@ -11,6 +11,8 @@ import dataclasses
 import keras
 from keras import layers, ops
 
+from keras_inception.fused_batchnorm import FusedBatchNormalization
+
 
 @dataclasses.dataclass(frozen=True)
 class ConvStyle:
@@ -24,6 +26,9 @@ class ConvStyle:
         bn_momentum: float. Moving-average momentum. Defaults to 0.99 (Keras).
         sync_batch_norm: bool. Synchronize BN statistics across replicas under a
             `tf.distribute` strategy (`BatchNormalization(synchronized=True)`).
+        fused_batch_norm: bool. Use `FusedBatchNormalization` (TensorFlow's fused
+            kernel where it can serve, Keras's own computation elsewhere; same weights
+            and numbers). False: plain `keras.layers.BatchNormalization`. Defaults to True.
     """
 
     batch_norm: bool = True
@@ -31,6 +36,7 @@ class ConvStyle:
     bn_epsilon: float = 1e-3
     bn_momentum: float = 0.99
     sync_batch_norm: bool = False
+    fused_batch_norm: bool = True
 
     def __post_init__(self):
         momentum = self.bn_momentum
@@ -50,7 +56,7 @@ def conv_bn_act(
     padding: str = "same",
     name: str,
 ):
-    """Conv2D -> [BatchNormalization] -> ReLU; layers named `{name}_conv|_bn|_relu`."""
+    """Conv2D -> [(Fused)BatchNormalization] -> ReLU; layers named `{name}_conv|_bn|_relu`."""
     x = layers.Conv2D(
         filters,
         kernel_size,
@@ -60,7 +66,10 @@ def conv_bn_act(
         name=f"{name}_conv",
     )(x)
     if style.batch_norm:
-        x = layers.BatchNormalization(
+        batch_norm = (
+            FusedBatchNormalization if style.fused_batch_norm else layers.BatchNormalization
+        )
+        x = batch_norm(
             axis=-1,
             momentum=style.bn_momentum,
             epsilon=style.bn_epsilon,

@@ -149,6 +149,12 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
         "--sync-batch-norm", action="store_true", help="synchronized BN across replicas"
     )
     parser.add_argument(
+        "--no-fused-batch-norm",
+        dest="fused_batch_norm",
+        action="store_false",
+        help="Keras's own BatchNormalization instead of TensorFlow's fused kernel",
+    )
+    parser.add_argument(
         "--seed", type=int, default=0, help="seed of weights, data order and augmentation"
     )
     parser.add_argument(

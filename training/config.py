@@ -40,6 +40,8 @@ class TrainConfig:
         replicas: int or None. CPU replicas (logical devices) for MirroredStrategy.
         mixed_precision: bool. mixed_float16 on GPU, mixed_bfloat16 on CPU.
         sync_batch_norm: bool. Synchronized batch norm across replicas.
+        fused_batch_norm: bool. Batch norm on TensorFlow's fused kernel (the builders'
+            `fused_batch_norm`); False: Keras's own BatchNormalization.
         seed: int. Random seed for weights, data order and augmentation.
         deterministic: bool. Deterministic ops and data order.
         augment: bool. Training augmentation.
@@ -74,6 +76,7 @@ class TrainConfig:
     replicas: int | None = None
     mixed_precision: bool = False
     sync_batch_norm: bool = False
+    fused_batch_norm: bool = True
     seed: int = 0
     deterministic: bool = False
     augment: bool = True

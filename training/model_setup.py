@@ -65,6 +65,8 @@ def build_model(
         kwargs["dropout"] = config.dropout
     if config.sync_batch_norm:
         kwargs["sync_batch_norm"] = True
+    if not config.fused_batch_norm:
+        kwargs["fused_batch_norm"] = False
     kwargs.update(overrides)
     return ki.get_model(config.model, **kwargs)
 

@@ -22,6 +22,7 @@ import keras
 import tensorflow as tf
 
 from training import data as data_lib
+from training import machine
 from training.batchnorm import PreciseBatchNorm, PreciseBatchNormCallback, num_batches_for
 from training.config import TrainConfig
 from training.strategy import mixed_precision_policy
@@ -31,9 +32,12 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-def start_run(config: TrainConfig) -> str:
-    """Seeds Python, NumPy and TensorFlow, turns on op determinism when asked, and sets the
-    dtype policy; returns the policy's name. Call it after the strategy is made."""
+def start_run(config: TrainConfig, *, verbose: bool = True) -> str:
+    """Prints the machine line (`training.machine`), seeds Python, NumPy and TensorFlow,
+    turns on op determinism when asked, and sets the dtype policy; returns the policy's
+    name. Call it after the strategy is made."""
+    if verbose:
+        print(machine.describe(machine.info()))
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()

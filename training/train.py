@@ -81,7 +81,7 @@ def train_and_evaluate(
         print(finished_message(workdir, finished))
         return finished
 
-    start_run(config)
+    start_run(config, verbose=bool(verbose))
     datasets = load_data(config, strategy)
     if datasets.train_repeats:
         print(repeats_message(datasets, strategy.num_replicas_in_sync))

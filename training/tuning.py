@@ -42,6 +42,7 @@ import keras_tuner as kt
 import keras_inception as ki
 from keras_inception.analysis import macs as count_macs
 from keras_inception.specs import scale_table
+from training import machine
 from training.config import TrainConfig
 from training.model_setup import (
     aux_loss_weight_of,
@@ -308,7 +309,8 @@ class InceptionHyperModel(kt.HyperModel):
     def _record(self, info: dict, start: float) -> None:
         if self.record_dir:
             os.makedirs(self.record_dir, exist_ok=True)
-            info = {**info, "seconds": round(time.perf_counter() - start, 3)}
+            seconds = round(time.perf_counter() - start, 3)
+            info = {**info, "seconds": seconds, "machine": machine.info()}
             write_json(os.path.join(self.record_dir, INFO_FILE), info)
 
 
@@ -409,7 +411,7 @@ def tune(
         config.replicas, config.strategy, refuse_multiworker=_multiworker_refusal
     ).strategy
     prepare_search(config, tune_config, workdir)
-    start_run(config)
+    start_run(config, verbose=bool(verbose))
 
     datasets = load_data(config, strategy)
     hypermodel = InceptionHyperModel(

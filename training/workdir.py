@@ -33,6 +33,7 @@ from typing import Any
 import keras
 
 import keras_inception as ki
+from training import machine
 from training.config import TrainConfig
 from training.data import Datasets
 from training.plots import plot_curves
@@ -240,6 +241,7 @@ def write_metrics(
         "skipped_files": datasets.skipped.count,
         "train_repeats": datasets.train_repeats,
         "skipped": [list(item) for item in datasets.skipped.files],
+        "machine": machine.info(),
         **(extra or {}),
     }
     write_json(os.path.join(workdir, "metrics.json"), metrics)
