@@ -16,6 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# torch is not in `make test`'s install (a 5.5 GB build): these run in `make test-large`,
+# which installs the `torch` extra.
+pytestmark = pytest.mark.large
+
 pytest.importorskip("torch", reason="torch builds the reference models and reads .pth files")
 pytest.importorskip("safetensors", reason="safetensors writes the torch-free state dict")
 # torchvision is imported only in the reference process: imported here, after TensorFlow,

@@ -85,7 +85,7 @@ class PreciseBatchNorm:
                 axes = list(range(len(x.shape) - 1))
                 count = tf.cast(tf.size(x) // tf.shape(x)[-1], tf.float32)
                 mean, variance = tf.nn.moments(x, axes)
-                # An empty share gives count 0 (its NaN moments are ignored when combined).
+                # An empty share (which `update` avoids) would give count 0, ignored when combined.
                 parts += [tf.reshape(count, [1]), mean, variance * count]
             return tf.expand_dims(tf.concat(parts, 0), 0)
 
@@ -102,7 +102,15 @@ class PreciseBatchNorm:
         start = time.perf_counter()
         if not self.layers:
             return 0.0
-        images = dataset.take(num_batches).map(lambda x, *_: x)
+        # Each batch cut to a multiple of the replicas, so that no replica gets an empty
+        # share: with oneDNN a convolution over an empty batch fails. The few examples
+        # cut (fewer than the replicas, per batch) are not counted in `images`.
+        replicas = self.strategy.num_replicas_in_sync
+        images = (
+            dataset.take(num_batches)
+            .map(lambda x, *_: x[: tf.shape(x)[0] // replicas * replicas])
+            .filter(lambda x: tf.shape(x)[0] > 0)
+        )
         totals = None  # per layer: (count, mean, M2), float64
         seen = 0
         for batch in self.strategy.experimental_distribute_dataset(images):

@@ -172,6 +172,14 @@ class Datasets:
             so that its last batch gives every replica at least one
             (`training.strategy.padding_for_replicas`); with MultiWorkerMirroredStrategy,
             the repeats of every worker's share in `distribute`, summed. 0 on one device.
+        eval_padding: dict. ``{"validation": k, "test": k}``: with MirroredStrategy over
+            several replicas, a split whose last batch would leave a replica without an
+            example ends with its first ``k`` examples again, and that split's elements
+            are ``(image, label, weight)`` with weight 0.0 on the repeats (1.0 elsewhere),
+            which Keras's `fit`/`evaluate` and `training.evaluate.evaluate_model` honour.
+            An empty share is not only wasted: with oneDNN (TensorFlow's CPU kernels) a
+            convolution over an empty batch fails ("input depth must be evenly
+            divisible by filter depth"). 0 elsewhere (plain ``(image, label)``).
     """
 
     train: tf.data.Dataset
@@ -185,6 +193,7 @@ class Datasets:
     num_test: int
     skipped: SkipReport
     train_repeats: int = 0
+    eval_padding: dict = dataclasses.field(default_factory=lambda: {"validation": 0, "test": 0})
     # Set by `load_datasets`; hand-made Datasets have none and cannot shard.
     _pipeline: _Pipeline | None = dataclasses.field(default=None, repr=False, compare=False)
 
@@ -304,9 +313,12 @@ def _build(
     augment_seed: int | None,
     ordered: bool,
     shard_policy: tf.data.experimental.AutoShardPolicy | None,
+    pad: int = 0,
 ) -> tf.data.Dataset:
     """Batches of ``n`` records ``ds``: read, cache, shuffle, decode and augment (train)
-    or decode and crop (evaluation), targets, prefetch."""
+    or decode and crop (evaluation), targets, prefetch. `pad` > 0 (evaluation only):
+    ``pad`` of the first examples again at the end, and a third element, the sample
+    weight, 1.0 for the ``n`` examples and 0.0 for the repeats."""
     source, config, cache = pipeline.source, pipeline.config, pipeline.cache
     size, channels = pipeline.size, pipeline.channels
     small = source.small
@@ -343,6 +355,11 @@ def _build(
             small=small, encoded=encoded, size=size, channels=channels, ten_crop=ten_crop
         )
         ds = ds.map(lambda x, y: (eval_fn(x), y), num_parallel_calls=AUTOTUNE)
+    if pad:
+        # The first examples again, weighted 0: see `Datasets.eval_padding`.
+        weights = tf.data.Dataset.range(n + pad).map(lambda i: tf.cast(i < n, tf.float32))
+        ds = tf.data.Dataset.zip(ds.concatenate(ds.take(pad)), weights)
+        ds = ds.map(lambda xy, w: (*xy, w))
     ds = ds.batch(batch_size)
     ds = with_targets(ds, pipeline.output_names)
     ds = ds.prefetch(AUTOTUNE)
@@ -461,10 +478,18 @@ def load_datasets(
         ordered=train_ordered, **common,
     )  # fmt: skip
     evaluation = dict(train=False, shuffle_seed=None, ordered=True, **common)
+    eval_padding = {"validation": 0, "test": 0}
+    if replicas > 1 and not multi_worker:
+        for name, split in (("validation", source.validation), ("test", source.test)):
+            eval_padding[name] = padding_for_replicas(split.n, config.batch_size, replicas)
     validation = _build(
-        source.validation.read(), source.validation.n, pipeline, ten_crop=False, **evaluation
-    )
-    test = _build(source.test.read(), source.test.n, pipeline, ten_crop=ten_crop, **evaluation)
+        source.validation.read(), source.validation.n, pipeline, ten_crop=False,
+        pad=eval_padding["validation"], **evaluation,
+    )  # fmt: skip
+    test = _build(
+        source.test.read(), source.test.n, pipeline, ten_crop=ten_crop,
+        pad=eval_padding["test"], **evaluation,
+    )  # fmt: skip
     return Datasets(
         train=train,
         validation=validation,
@@ -477,5 +502,6 @@ def load_datasets(
         num_test=source.test.n,
         skipped=source.skipped,
         train_repeats=repeats,
+        eval_padding=eval_padding,
         _pipeline=pipeline,
     )

@@ -32,7 +32,8 @@ def _top_k_hits(probabilities: np.ndarray, labels: np.ndarray, k: int) -> int:
 
 
 def evaluate_model(model: keras.Model, dataset, *, ten_crop: bool = False) -> dict[str, float]:
-    """Top-1, top-5 and cross-entropy of `model` over `(images, labels)` batches.
+    """Top-1, top-5 and cross-entropy of `model` over `(images, labels)` batches (or
+    `(images, labels, weights)`, where the examples of weight 0 are left out).
 
     With `ten_crop`, images are `[batch, 10, H, W, C]` and the ten softmax outputs of each
     image are averaged (GoogLeNet, section 7).
@@ -40,7 +41,7 @@ def evaluate_model(model: keras.Model, dataset, *, ten_crop: bool = False) -> di
     hits1 = hits5 = count = 0
     nll = 0.0
     start = time.perf_counter()
-    for images, labels in dataset:
+    for images, labels, *weights in dataset:
         images = np.asarray(images)
         labels = np.asarray(labels).reshape(-1)
         if ten_crop:
@@ -50,6 +51,9 @@ def evaluate_model(model: keras.Model, dataset, *, ten_crop: bool = False) -> di
             probs = probs.reshape(batch, crops, -1).mean(axis=1)
         else:
             probs = np.asarray(model.predict_on_batch(images), dtype="float64")
+        if weights:  # repeats that pad the split for the replicas (`Datasets.eval_padding`)
+            keep = np.asarray(weights[0]).reshape(-1) > 0
+            probs, labels = probs[keep], labels[keep]
         hits1 += _top_k_hits(probs, labels, 1)
         hits5 += _top_k_hits(probs, labels, 5)
         nll -= float(np.sum(np.log(np.maximum(probs[np.arange(len(labels)), labels], 1e-12))))

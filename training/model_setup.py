@@ -28,13 +28,16 @@ def output_names_of(model) -> list[str] | None:
 
 
 def with_targets(ds: tf.data.Dataset, output_names: Sequence[str] | None) -> tf.data.Dataset:
-    """Fans each label out to ``{name: label}`` for a multi-output model (None: unchanged)."""
+    """Fans each label (and sample weight, when the elements carry one) out to
+    ``{name: label}`` for a multi-output model (None: unchanged)."""
     if not output_names:
         return ds
     names = list(output_names)
-    return ds.map(
-        lambda x, y: (x, {name: y for name in names}), num_parallel_calls=tf.data.AUTOTUNE
-    )
+
+    def fan_out(x, y, *weight):
+        return (x, {name: y for name in names}, *({name: w for name in names} for w in weight))
+
+    return ds.map(fan_out, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def monitor_name(model: keras.Model) -> str:

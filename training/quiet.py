@@ -7,11 +7,14 @@ read like failures although nothing is wrong:
 WARNING: All log messages before absl::InitializeLog() is called are written to STDERR
 I0000 00:00:... 1939 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used.
 E0000 00:00:... 1939 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: ... (303)
+I0000 00:00:... 1939 port.cc:153] oneDNN custom operations are on. You may see slightly ...
 ```
 
 The first two come twice from `import tensorflow` (two of its libraries each look for the
 CUDA runtime before TensorFlow has applied `TF_CPP_MIN_LOG_LEVEL`, so no level hides
 them); the third comes from the first device listing, at ERROR level, so level 2 shows it.
+The fourth, also twice at import, says that oneDNN is on, which `training/__init__.py`
+asks for and every run's machine line reports (`training.machine`).
 `quiet_tensorflow_startup()` removes exactly these lines and nothing else: everything else
 written to stderr (Python tracebacks, warnings, any other TensorFlow message, our own
 `error: ...` lines) goes through unchanged.
@@ -38,6 +41,7 @@ STARTUP_NOISE = "|".join(
         r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$",
         r"^I\d{4} \S+ +\d+ cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine, GPU will not be used\.$",
         r"^E\d{4} \S+ +\d+ cuda_platform\.cc:\d+\] failed call to cuInit: ",
+        r"^I\d{4} \S+ +\d+ port\.cc:\d+\] oneDNN custom operations are on\. ",
     ]
 )
 
