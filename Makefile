@@ -6,10 +6,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+TORCH_STAMP := $(VENV)/.installed-torch
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: install install-test test test-large lint format demo clean
+.PHONY: install install-test install-torch test test-large lint format demo bench-peers clean
 
 install: $(STAMP)
 
@@ -25,6 +26,13 @@ $(TEST_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[training,test]'
 	touch $(TEST_STAMP)
 
+# PyTorch (a 5.5 GB CUDA build from PyPI): only for the large tests and benchmarks/peers.py.
+install-torch: $(TORCH_STAMP)
+
+$(TORCH_STAMP): $(TEST_STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[training,test,torch]'
+	touch $(TORCH_STAMP)
+
 # Two workers, one file each at a time (module fixtures run once): the suite is mostly
 # graph tracing and fresh processes, which overlap well on 2 cores.
 PYTEST_WORKERS ?= 2
@@ -32,7 +40,7 @@ PYTEST_WORKERS ?= 2
 test: install-test
 	$(BIN)/python -m pytest -m "not large" -n $(PYTEST_WORKERS) --dist loadfile
 
-test-large: install-test
+test-large: install-torch
 	$(BIN)/python -m pytest -m large
 
 lint: install-test
@@ -57,6 +65,10 @@ demo: install
 	    echo "Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist', or pass a folder with the four idx files: make demo DEMO_FLAGS='... --data-dir DIR'"; \
 	  fi; }
 	$(BIN)/python -m training train $(DEMO_FLAGS) --workdir $(DEMO_WORKDIR)
+
+# Our GoogLeNets against their PyTorch twins (benchmarks/peers.py); installs the torch extra.
+bench-peers: install-torch
+	$(BIN)/python -m benchmarks.peers
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
