@@ -78,6 +78,8 @@ def test_num_batches_and_a_model_without_batch_norm():
     assert PreciseBatchNorm(plain).update(tf.data.Dataset.from_tensor_slices(images(4)), 1) == 0
 
 
+# large: logical-CPU replicas in a fresh process (minutes).
+@pytest.mark.large
 def test_two_replicas_estimate_what_one_device_does():
     """Under MirroredStrategy each replica normalizes its share; the first BN layer's
     input does not depend on that, so its statistics must equal one device's."""
@@ -115,6 +117,9 @@ def test_two_replicas_estimate_what_one_device_does():
     assert out["mean"] < 1e-4 and out["var"] < 1e-4 * out["scale"]
 
 
+# large: a tuner search (minutes); the fit driver's precise BN is tested
+# on real data by test_small_real_dataset_tests_as_it_trains.
+@pytest.mark.large
 def test_tuner_trials_validate_with_precise_statistics():
     config = TrainConfig(
         aux=False, stem="small", width_multiplier=0.125, min_depth=4, batch_size=8, epochs=1,

@@ -133,6 +133,8 @@ def test_strategy_flag_and_config(capsys):
 # --------------------------------------------------------------------------- one process
 
 
+# large: the two-worker cluster tests train the same loop in the fast suite.
+@pytest.mark.large
 def test_custom_loop_step_matches_fit_step(tmp_path):
     """One step of the multi-worker loop and one `train_on_batch` of the compiled model,
     from the same weights on the same batch (dropout off), give the same weights: same

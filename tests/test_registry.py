@@ -145,7 +145,11 @@ def test_optional_readers_are_imported_only_where_a_file_is_read(path):
     assert "training" not in _imported_modules(path)
 
 
-@pytest.mark.parametrize("name", ki.list_models())
+# GoogLeNet in the fast suite; the others (about a minute each) are `large`.
+@pytest.mark.parametrize(
+    "name",
+    [n if n == "googlenet" else pytest.param(n, marks=pytest.mark.large) for n in ki.list_models()],
+)
 def test_runs_on_jax_backend_without_tensorflow(name):
     extra = VARIANTS.get(name, [{}])[0]
     script = textwrap.dedent(

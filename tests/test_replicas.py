@@ -82,7 +82,11 @@ def uneven_folder(tmp_path_factory):
     return str(root)
 
 
-@pytest.mark.parametrize("replicas", [1, 2, 3])
+# 2 replicas in the fast suite; 1 and 3 (minutes each) are `large`.
+@pytest.mark.parametrize(
+    "replicas",
+    [pytest.param(1, marks=pytest.mark.large), 2, pytest.param(3, marks=pytest.mark.large)],
+)
 def test_every_split_trains_and_evaluates_under_uneven_replicas(uneven_folder, replicas, tmp_path):
     workdir = str(tmp_path / "run")
     result = run_python(
@@ -125,3 +129,40 @@ def test_every_split_trains_and_evaluates_under_uneven_replicas(uneven_folder, r
     assert out["evaluated"]["single"]["top1"] == pytest.approx(metrics["top1"])
     if replicas > 1:
         assert "repeats" in result.stdout and f"{replicas} replicas" in result.stdout
+
+
+def test_evaluation_splits_are_padded_with_zero_weight_repeats(uneven_folder):
+    """1 validation image over 3 replicas and 4 test images ([2, 2, 0]) each end with
+    repeats of weight 0, so that no replica gets an empty share (oneDNN's convolution
+    fails on one); the evaluation counts each image once."""
+    result = run_python(
+        f"""
+        import json
+        from training.strategy import make_strategy
+        strategy = make_strategy(3)
+        import keras, numpy as np
+        from training import data
+        from training.evaluate import evaluate_model
+        datasets = data.load_datasets(
+            data.DataConfig(dataset="imagefolder", data_dir={uneven_folder!r},
+                            image_size=16, batch_size=8, seed=1),
+            strategy=strategy,
+        )
+        splits = {{
+            name: [[int(x) for x in np.asarray(batch[2])] for batch in getattr(datasets, name)]
+            for name in ("validation", "test")
+        }}
+        inputs = keras.Input((16, 16, 3))  # on one device, as train.py's inference model
+        x = keras.layers.Conv2D(4, 3)(inputs)
+        outputs = keras.layers.Dense(2, activation="softmax")(
+            keras.layers.GlobalAveragePooling2D()(x))
+        model = keras.Model(inputs, outputs)
+        result = evaluate_model(model, datasets.test)
+        print(json.dumps({{"padding": datasets.eval_padding, "weights": splits,
+                          "images": result["images"]}}))
+        """
+    )
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["padding"] == {"validation": 2, "test": 1}
+    assert out["weights"] == {"validation": [[1, 0, 0]], "test": [[1, 1, 1, 1, 0]]}
+    assert out["images"] == 4

@@ -204,6 +204,9 @@ class _StopAfterTraining(keras.callbacks.Callback):
         raise _Interrupt("killed after the last epoch, before evaluation")
 
 
+# large: resume is covered in the fast suite by
+# test_interrupted_run_resumes_without_redoing_epochs.
+@pytest.mark.large
 def test_run_interrupted_after_training_evaluates_without_retraining(fmnist_dir, tmp_path, capsys):
     workdir = str(tmp_path / "run")
     config = TrainConfig(data_dir=fmnist_dir, epochs=1, aux=False, **TINY)
@@ -220,6 +223,8 @@ def test_run_interrupted_after_training_evaluates_without_retraining(fmnist_dir,
 # --- distribution and the command line (fresh processes) -------------------------------
 
 
+# large: two fresh processes with logical CPUs (minutes).
+@pytest.mark.large
 def test_sync_batch_norm_two_replicas_match_one_device():
     result = run_python(
         """
@@ -268,6 +273,9 @@ def test_sync_batch_norm_two_replicas_match_one_device():
     assert out["unsync"] > 100 * out["sync"]
 
 
+# large: two replicas through the CLI, then 10-crop evaluation (minutes); the fast suite trains
+# under two replicas in test_replicas.py and runs the CLI in test_cli_export.
+@pytest.mark.large
 def test_cli_end_to_end_two_replicas(fmnist_dir, tmp_path):
     workdir = tmp_path / "cli"
     result = run_python(

@@ -358,7 +358,7 @@ def _build(
     if pad:
         # The first examples again, weighted 0: see `Datasets.eval_padding`.
         weights = tf.data.Dataset.range(n + pad).map(lambda i: tf.cast(i < n, tf.float32))
-        ds = tf.data.Dataset.zip(ds.concatenate(ds.take(pad)), weights)
+        ds = tf.data.Dataset.zip(ds.concatenate(ds.repeat().take(pad)), weights)
         ds = ds.map(lambda xy, w: (*xy, w))
     ds = ds.batch(batch_size)
     ds = with_targets(ds, pipeline.output_names)
@@ -461,7 +461,7 @@ def load_datasets(
         repeats = padding_for_replicas(source.train.n, config.batch_size, replicas)
         if repeats:
             # The first examples again: a training step on an empty share makes BN NaN.
-            train_ds, n_train = train_ds.concatenate(train_ds.take(repeats)), n_train + repeats
+            train_ds, n_train = train_ds.concatenate(train_ds.repeat().take(repeats)), n_train + repeats
     # Under MultiWorkerMirroredStrategy every worker runs the plain pipelines whole and
     # keeps its share of each batch (DATA sharding): their shuffles and element order must
     # agree, or the shares overlap.
