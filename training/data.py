@@ -461,7 +461,10 @@ def load_datasets(
         repeats = padding_for_replicas(source.train.n, config.batch_size, replicas)
         if repeats:
             # The first examples again: a training step on an empty share makes BN NaN.
-            train_ds, n_train = train_ds.concatenate(train_ds.repeat().take(repeats)), n_train + repeats
+            train_ds, n_train = (
+                train_ds.concatenate(train_ds.repeat().take(repeats)),
+                n_train + repeats,
+            )
     # Under MultiWorkerMirroredStrategy every worker runs the plain pipelines whole and
     # keeps its share of each batch (DATA sharding): their shuffles and element order must
     # agree, or the shares overlap.
