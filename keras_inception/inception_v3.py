@@ -189,13 +189,22 @@ def _features(tensor, *, top: bool):
     return tensor
 
 
+def _kind(layer) -> type:
+    """The layer's class, with FusedBatchNormalization (our builders' batch norm: same
+    weights and numbers) counted as Keras's BatchNormalization."""
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return keras.layers.BatchNormalization
+    return type(layer)
+
+
 def match_layers(reference_output, output) -> list[tuple[Any, Any]]:
     """Pairs the layers of two graphs of the same structure, walking back from the outputs.
 
     Both graphs are walked in step: each layer's inputs are visited in call order (branch
     order of every concatenation), so the pairing depends on the topology only, never on
     layer names. Dropout is skipped on both sides (it has no weights). Raises ValueError
-    at the first layer whose type differs.
+    at the first layer whose type differs (a FusedBatchNormalization matches a
+    BatchNormalization).
     """
     pairs, seen = [], set()
     stack = [(reference_output, output)]
@@ -210,7 +219,7 @@ def match_layers(reference_output, output) -> list[tuple[Any, Any]]:
         if (id(ref_layer), id(layer)) in seen:
             continue
         seen.add((id(ref_layer), id(layer)))
-        if type(ref_layer) is not type(layer) or len(ref_inputs) != len(inputs):
+        if _kind(ref_layer) is not _kind(layer) or len(ref_inputs) != len(inputs):
             raise ValueError(
                 f"the model does not match keras.applications.InceptionV3 at layer "
                 f"{layer.name!r} ({type(layer).__name__}, {len(inputs)} inputs); the "
