@@ -44,8 +44,9 @@ GOOGLENET_SPECS: Mapping[str, V1Stem | V1Module] = MappingProxyType(
 AUX_TAPS: Mapping[str, str] = MappingProxyType({"4a": "aux1", "4d": "aux2"})
 
 # Downsampling before module 3a: 8 with the ImageNet stem (7x7/2 conv, two 3x3/2 pools),
-# none with the small stem. Stages 4 and 5 each start after a 3x3/2 max pool.
-_STEM_STRIDES = MappingProxyType({"imagenet": 8, "small": 1})
+# none with the small stem, 2 with "small_pool" (the small stem and the ImageNet stem's
+# pool2). Stages 4 and 5 each start after a 3x3/2 max pool.
+_STEM_STRIDES = MappingProxyType({"imagenet": 8, "small": 1, "small_pool": 2})
 _AUX_STRIDES = MappingProxyType({stem: 2 * s for stem, s in _STEM_STRIDES.items()})
 
 
@@ -84,7 +85,7 @@ def _stem(x, spec: V1Stem, *, stem: str, style: ConvStyle, padding: str):
     x = conv_bn_act(x, spec.conv2, 3, style=style, name="conv2_3x3")  # 56x56x192
     if lrn:
         x = LocalResponseNormalization(name="norm2")(x)
-    if stem == "imagenet":
+    if stem in ("imagenet", "small_pool"):
         x = _max_pool(x, 3, padding=padding, name="pool2")  # 28x28x192
     return x
 
@@ -128,7 +129,7 @@ ARCHITECTURE = builder.Architecture(
     family="googlenet",
     default_size=224,
     default_specs=GOOGLENET_SPECS,
-    stems=("imagenet", "small"),
+    stems=tuple(_STEM_STRIDES),
     minimum_size=builder.same_padding_minimum_size(_STEM_STRIDES, _AUX_STRIDES),
     body=_body,
     aux_head=apply_aux_head_v1,
@@ -224,8 +225,11 @@ def build_googlenet(
             `Rescaling` layer): inputs normalized with ImageNet's mean and std become
             the [-1, 1] inputs of Google's weights. Needs 3 channels. Defaults to False.
         dropout: float. Dropout before the classifier. Defaults to 0.4 (paper).
-        stem: str. "imagenet" (7x7/2 conv and two 3x3/2 max pools) or "small" (3x3/1
-            conv, no downsampling: for 28-64 px inputs). Defaults to "imagenet".
+        stem: str. "imagenet" (7x7/2 conv and two 3x3/2 max pools), "small" (3x3/1
+            conv, no downsampling: for 28-64 px inputs) or "small_pool" (the small stem,
+            then the ImageNet stem's 3x3/2 max pool "pool2": stage 3 at half the input
+            side, about a quarter of the small stem's multiply-adds; for 28x28 images).
+            Defaults to "imagenet".
         width_multiplier: float. Scales every conv width as TF-Slim's depth_multiplier:
             `max(int(w * width_multiplier), min_depth)`. Defaults to 1.0.
         min_depth: int. Smallest scaled width. Defaults to 16.

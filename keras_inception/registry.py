@@ -1,5 +1,5 @@
-"""One registry of model builders: `list_models()`, `get_model(name, **kwargs)` and each
-model's paper width table, `default_specs(name)`."""
+"""One registry of model builders: `list_models()`, `get_model(name, **kwargs)`, each
+model's paper width table, `default_specs(name)`, and its stems, `stems(name)`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 import keras
 
+from keras_inception import googlenet, inception_v2, inception_v3
 from keras_inception.googlenet import GOOGLENET_SPECS, build_googlenet
 from keras_inception.inception_v2 import (
     BN_INCEPTION_SPECS,
@@ -23,15 +24,20 @@ from keras_inception.inception_v3 import INCEPTION_V3_SPECS, build_inception_v3
 class _Entry:
     builder: Callable[..., keras.Model]
     default_specs: Mapping[str, Any]
+    stems: tuple[str, ...]  # accepted `stem=` values; the first is the default
 
 
 _MODELS: dict[str, _Entry] = {
     "bn_inception": _Entry(
-        functools.partial(build_inception_v2, variant="bn_inception"), BN_INCEPTION_SPECS
+        functools.partial(build_inception_v2, variant="bn_inception"),
+        BN_INCEPTION_SPECS,
+        inception_v2.ARCHITECTURES["bn_inception"].stems,
     ),
-    "googlenet": _Entry(build_googlenet, GOOGLENET_SPECS),
-    "inception_v2": _Entry(build_inception_v2, INCEPTION_V2_SPECS),
-    "inception_v3": _Entry(build_inception_v3, INCEPTION_V3_SPECS),
+    "googlenet": _Entry(build_googlenet, GOOGLENET_SPECS, googlenet.ARCHITECTURE.stems),
+    "inception_v2": _Entry(
+        build_inception_v2, INCEPTION_V2_SPECS, inception_v2.ARCHITECTURES["rethinking"].stems
+    ),
+    "inception_v3": _Entry(build_inception_v3, INCEPTION_V3_SPECS, inception_v3.ARCHITECTURE.stems),
 }
 
 
@@ -61,6 +67,16 @@ def default_specs(name: str) -> Mapping[str, Any]:
     96
     """
     return _entry(name).default_specs
+
+
+def stems(name: str) -> tuple[str, ...]:
+    """The `stem=` values that model `name` accepts; the first is its default.
+
+    Example:
+    >>> stems("googlenet")
+    ('imagenet', 'small', 'small_pool')
+    """
+    return _entry(name).stems
 
 
 def _entry(name: str) -> _Entry:

@@ -217,6 +217,24 @@ def test_small_stem_grayscale_fashion_mnist_shapes():
     assert "pool1" not in {layer.name for layer in model.layers}
 
 
+def test_small_pool_stem_halves_the_maps_after_the_small_stem():
+    model = ki.build_googlenet(stem="small_pool", input_shape=(28, 28, 1), classes=10)
+    small = ki.build_googlenet(stem="small", input_shape=(28, 28, 1), classes=10)
+    assert tuple(model.get_layer("conv2_3x3_relu").output.shape[1:3]) == (28, 28)
+    assert tuple(model.get_layer("pool2").output.shape[1:3]) == (14, 14)
+    assert tuple(model.get_layer("inception4a_concat").output.shape[1:3]) == (7, 7)
+    assert tuple(model.get_layer("inception5b_concat").output.shape[1:3]) == (4, 4)
+    assert model.count_params() == small.count_params() == 5_996_810
+    # Same layers: the stem at 28x28, stages 3 and 4 on a quarter of the small stem's
+    # positions (14x14, 7x7), stage 5 on 4x4 of 7x7, the classifier unchanged.
+    scale = {"3": 14 * 14 / (28 * 28), "4": 7 * 7 / (14 * 14), "5": 4 * 4 / (7 * 7)}
+    expected = sum(
+        row.macs * scale.get(row.module.removeprefix("inception")[:1], 1)
+        for row in analysis.rows(small)
+    )
+    assert analysis.macs(model) == expected == 375_689_984
+
+
 @pytest.mark.parametrize("multiplier", [0.25, 0.5, 1.5])
 def test_width_multiplier_is_tf_slim_depth_multiplier(multiplier):
     model = ki.build_googlenet(width_multiplier=multiplier, min_depth=16)
@@ -288,6 +306,8 @@ def test_weights_path_round_trip(tmp_path):
         ({"input_shape": (63, 63, 3), "aux_logits": True}, "at least 64x64"),
         ({"input_shape": (3, 3, 1), "stem": "small"}, "at least 4x4"),
         ({"input_shape": (7, 7, 1), "stem": "small", "aux_logits": True}, "at least 8x8"),
+        ({"input_shape": (7, 7, 1), "stem": "small_pool"}, "at least 8x8"),
+        ({"input_shape": (15, 15, 1), "stem": "small_pool", "aux_logits": True}, "16x16"),
         ({"input_shape": (224, 224)}, "(224, 224)"),
         ({"input_shape": (224, -1, 3)}, "-1"),
         ({"input_shape": (None, None, 3), "aux_logits": True}, "fixed input size"),

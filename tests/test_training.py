@@ -91,6 +91,10 @@ def test_unknown_preset_and_bad_config():
         presets.get_preset("adam")
     with pytest.raises(ValueError, match="epochs must be a positive integer; received 0"):
         TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match=r"stem must be one of \['imagenet', 'small'\] for "):
+        TrainConfig(model="inception_v3", stem="small_pool")
+    with pytest.raises(ValueError, match="unknown model 'googlenet2'"):
+        TrainConfig(model="googlenet2")
 
 
 # --- the whole loop --------------------------------------------------------------------

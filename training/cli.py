@@ -10,7 +10,7 @@ import dataclasses
 import json
 import sys
 
-from keras_inception import list_models
+from keras_inception import list_models, registry
 from training import train as train_lib
 from training import tuning
 from training.batchnorm import DEFAULT_IMAGES as DEFAULT_PRECISE_BN_IMAGES
@@ -89,8 +89,9 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--stem",
-        choices=["imagenet", "small"],
-        help="model stem (default: small for images <= 64 px, else imagenet)",
+        choices=sorted({stem for name in list_models() for stem in registry.stems(name)}),
+        help="model stem (default: small for images <= 64 px, else imagenet; small_pool: "
+        "googlenet only, the small stem and a 3x3/2 max pool)",
     )
     parser.add_argument(
         "--width-multiplier",

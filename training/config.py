@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from keras_inception import registry
 from training.batchnorm import DEFAULT_IMAGES as DEFAULT_PRECISE_BN_IMAGES
 from training.presets import check_warmup, get_preset
 from training.strategy import STRATEGIES
@@ -101,3 +102,8 @@ class TrainConfig:
         if not 0 <= self.bn_momentum < 1:
             raise ValueError(f"bn_momentum must be in [0, 1); received {self.bn_momentum!r}")
         check_warmup(get_preset(self.preset), self.warmup_epochs)
+        stems = registry.stems(self.model)  # also refuses an unknown model
+        if self.stem is not None and self.stem not in stems:
+            raise ValueError(
+                f"stem must be one of {list(stems)} for {self.model}; received {self.stem!r}"
+            )
