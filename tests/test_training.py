@@ -331,6 +331,9 @@ def test_ten_crop_evaluation_averages_the_probabilities_of_the_crops():
     assert result["images"] == 6
     assert result["top1"] == pytest.approx(np.mean(probs.argmax(1) == labels))
     assert result["loss"] == pytest.approx(-np.mean(np.log(probs[np.arange(6), labels])), rel=1e-5)
+    confusion = np.zeros((4, 4), int)
+    np.add.at(confusion, (labels, probs.argmax(1)), 1)  # the averaged crops' predictions
+    assert result["confusion"] == confusion.tolist()
 
 
 def test_cli_export(finished_run, tmp_path):

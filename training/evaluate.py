@@ -1,15 +1,19 @@
-"""Evaluating and exporting a saved model: single-crop and GoogLeNet's 10-crop."""
+"""Evaluating and exporting a saved model: single-crop and GoogLeNet's 10-crop, with a
+confusion matrix and per-class accuracy (where the model is wrong)."""
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 import numpy as np
 
 import keras_inception as ki
 from training import data as data_lib
+from training.plots import plot_confusion
 
 CROPS = ("single", "ten")
 
@@ -31,19 +35,43 @@ def _top_k_hits(probabilities: np.ndarray, labels: np.ndarray, k: int) -> int:
     return int(np.sum(np.any(top == labels[:, None], axis=-1)))
 
 
-def evaluate_model(model: keras.Model, dataset, *, ten_crop: bool = False) -> dict[str, float]:
-    """Top-1, top-5 and cross-entropy of `model` over `(images, labels)` batches (or
-    `(images, labels, weights)`, where the examples of weight 0 are left out).
+def per_class_accuracy(confusion: np.ndarray) -> list[float | None]:
+    """Accuracy of each true class (row) of a confusion matrix; None for a class with no
+    examples.
+
+    Example:
+    >>> per_class_accuracy(np.array([[3, 1], [0, 0]]))
+    [0.75, None]
+    """
+    confusion = np.asarray(confusion)
+    totals = confusion.sum(axis=1)
+    return [float(confusion[i, i] / total) if total else None for i, total in enumerate(totals)]
+
+
+def evaluate_model(model: keras.Model, dataset, *, ten_crop: bool = False) -> dict[str, Any]:
+    """Top-1, top-5, cross-entropy and the confusion matrix of `model` over
+    `(images, labels)` batches (or `(images, labels, weights)`, where the examples of
+    weight 0 are left out).
 
     With `ten_crop`, images are `[batch, 10, H, W, C]` and the ten softmax outputs of each
     image are averaged (GoogLeNet, section 7).
+
+    Returns:
+        dict. `top1`, `top5`, `loss` (means over the kept examples), `images` (their
+        count), `images_per_sec`, `confusion` (list of lists of int, `[true][predicted]`,
+        as many classes as the model's outputs) and `per_class` (accuracy per true label;
+        None for a label with no examples).
+
+    Raises:
+        ValueError: the dataset is empty, or holds a label outside the model's classes.
     """
     hits1 = hits5 = count = 0
     nll = 0.0
+    confusion = None
     start = time.perf_counter()
     for images, labels, *weights in dataset:
         images = np.asarray(images)
-        labels = np.asarray(labels).reshape(-1)
+        labels = np.asarray(labels).reshape(-1).astype("int64")
         if ten_crop:
             batch, crops = images.shape[:2]
             flat = images.reshape((batch * crops, *images.shape[2:]))
@@ -54,6 +82,19 @@ def evaluate_model(model: keras.Model, dataset, *, ten_crop: bool = False) -> di
         if weights:  # repeats that pad the split for the replicas (`Datasets.eval_padding`)
             keep = np.asarray(weights[0]).reshape(-1) > 0
             probs, labels = probs[keep], labels[keep]
+        num_classes = probs.shape[-1]
+        if confusion is None:
+            confusion = np.zeros((num_classes, num_classes), dtype="int64")
+        bad = labels[(labels < 0) | (labels >= num_classes)]
+        if bad.size:
+            raise ValueError(
+                f"labels must be in [0, {num_classes}) for a model of {num_classes} "
+                f"outputs; received {sorted(set(bad.tolist()))}"
+            )
+        predicted = probs.argmax(axis=-1)
+        confusion += np.bincount(
+            labels * num_classes + predicted, minlength=num_classes * num_classes
+        ).reshape(num_classes, num_classes)
         hits1 += _top_k_hits(probs, labels, 1)
         hits5 += _top_k_hits(probs, labels, 5)
         nll -= float(np.sum(np.log(np.maximum(probs[np.arange(len(labels)), labels], 1e-12))))
@@ -67,7 +108,60 @@ def evaluate_model(model: keras.Model, dataset, *, ten_crop: bool = False) -> di
         "loss": nll / count,
         "images": count,
         "images_per_sec": count / seconds,
+        "per_class": per_class_accuracy(confusion),
+        "confusion": confusion.tolist(),
     }
+
+
+def format_per_class(
+    per_class: Sequence[float | None],
+    confusion: Sequence[Sequence[int]],
+    class_names: Sequence[str],
+) -> list[str]:
+    """The per-class table, one line per class under a header: images, correct, accuracy
+    and the class its images are most often mistaken for (`-` when never).
+
+    Args:
+        per_class: list of float or None. Accuracy per class (`evaluate_model`'s).
+        confusion: list of lists of int. `[true][predicted]` counts.
+        class_names: list of str. Class names, by label.
+
+    Example:
+    >>> for line in format_per_class([0.75, None], [[3, 1], [0, 0]], ["cat", "dog"]):
+    ...     print(line)
+    class  name  images  correct  accuracy  most confused with (count)
+        0  cat        4        3    0.7500  dog (1)
+        1  dog        0        0         -  -
+    """
+    matrix = np.asarray(confusion, dtype="int64")
+    n = len(class_names)
+    if matrix.shape != (n, n) or len(per_class) != n:
+        raise ValueError(
+            f"per_class, confusion and class_names must cover the same classes; received "
+            f"{len(per_class)} accuracies, a confusion matrix of shape {matrix.shape} and "
+            f"{n} class names"
+        )
+    width = max([len("name"), *(len(name) for name in class_names)])
+    lines = [f"class  {'name':<{width}}  images  correct  accuracy  most confused with (count)"]
+    for i, name in enumerate(class_names):
+        errors = matrix[i].copy()
+        errors[i] = 0
+        worst = int(errors.argmax())
+        confused = f"{class_names[worst]} ({errors[worst]})" if errors[worst] else "-"
+        accuracy = "-" if per_class[i] is None else f"{per_class[i]:.4f}"
+        lines.append(
+            f"{i:>5}  {name:<{width}}  {matrix[i].sum():>6}  {matrix[i, i]:>7}  "
+            f"{accuracy:>8}  {confused}"
+        )
+    return lines
+
+
+def plot_dir_for(path: str) -> str:
+    """Where `evaluate` writes its plots by default: the workdir when `path` is one, else
+    the folder of the `.keras` file."""
+    if os.path.isdir(path):
+        return path
+    return os.path.dirname(os.path.abspath(path))
 
 
 def evaluate_saved_model(
@@ -77,12 +171,24 @@ def evaluate_saved_model(
     data_dir: str | None = None,
     batch_size: int = 128,
     crops: tuple[str, ...] = CROPS,
-) -> dict[str, dict[str, float]]:
-    """Evaluates a saved model on a dataset's test split, per crop mode."""
+    plot_dir: str | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Evaluates a saved model on a dataset's test split, per crop mode.
+
+    Returns one `evaluate_model` dict per crop, with the dataset's `class_names` added
+    (and `skipped_files` when files could not be read). With `plot_dir`, also writes the
+    confusion matrix of each crop mode to `plot_dir/confusion_<crop>.png` and adds its
+    path as `confusion_plot`.
+    """
     unknown = [c for c in crops if c not in CROPS]
     if unknown:
         raise ValueError(f"crops must be among {list(CROPS)}; received {unknown}")
     model = load_inference_model(path)
+    if plot_dir is not None:  # before the evaluation: a bad folder fails at once
+        try:
+            os.makedirs(plot_dir, exist_ok=True)
+        except OSError as err:
+            raise ValueError(f"cannot write plots to {plot_dir!r}: {err}") from None
     height, _, channels = model.input_shape[1:]
     results = {}
     for crop in crops:
@@ -97,9 +203,19 @@ def evaluate_saved_model(
             ),
             ten_crop=crop == "ten",
         )
-        results[crop] = evaluate_model(model, datasets.test, ten_crop=crop == "ten")
+        result = evaluate_model(model, datasets.test, ten_crop=crop == "ten")
+        result["class_names"] = list(datasets.class_names)
         if datasets.skipped.count:
-            results[crop]["skipped_files"] = datasets.skipped.count
+            result["skipped_files"] = datasets.skipped.count
+        if plot_dir is not None:
+            result["confusion_plot"] = os.path.join(plot_dir, f"confusion_{crop}.png")
+            plot_confusion(
+                result["confusion"],
+                result["class_names"],
+                result["confusion_plot"],
+                title=f"{dataset} test, {crop} crop: top-1 {result['top1']:.4f}",
+            )
+        results[crop] = result
     return results
 
 
