@@ -336,6 +336,35 @@ def test_ten_crop_evaluation_averages_the_probabilities_of_the_crops():
     assert result["confusion"] == confusion.tolist()
 
 
+def test_cli_evaluate_prints_the_per_class_table_and_plots_the_confusion_matrix(
+    finished_run, fmnist_dir, tmp_path, capsys
+):
+    _, workdir, metrics = finished_run
+    argv = ["evaluate", workdir, "--data-dir", fmnist_dir, "--crops", "single"]
+    assert cli_main(argv) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    header = lines.index("Test accuracy per class, single crop:")
+    table = lines[header + 1 : header + 12]
+    assert table[0].split()[:5] == ["class", "name", "images", "correct", "accuracy"]
+    rows = [line.split() for line in table[1:]]
+    assert [row[0] for row in rows] == [str(k) for k in range(10)]
+    labels = data.read_idx(os.path.join(fmnist_dir, "t10k-labels-idx1-ubyte.gz"))
+    images_column = [int(line[table[0].index("images") :].split()[0]) for line in table[1:]]
+    assert images_column == np.bincount(labels, minlength=10).tolist()
+    correct = sum(int(line[table[0].index("correct") :].split()[0]) for line in table[1:])
+    assert correct == round(metrics["top1"] * 96)  # the same model on the same images
+    plot = os.path.join(workdir, "confusion_single.png")  # default: the workdir
+    assert f"Confusion matrix written to {plot}" in out and os.path.getsize(plot) > 0
+    summary = json.loads(out[out.index("{") :])
+    assert summary["single"]["top1"] == pytest.approx(metrics["top1"], abs=1e-9)
+
+    plots = tmp_path / "plots"
+    argv = ["evaluate", os.path.join(workdir, "inference.keras"), "--data-dir", fmnist_dir]
+    assert cli_main([*argv, "--crops", "ten", "--plot-dir", str(plots)]) == 0
+    assert os.listdir(plots) == ["confusion_ten.png"]
+
+
 def test_cli_export(finished_run, tmp_path):
     _, workdir, _ = finished_run
     assert cli_main(["export", workdir, "--output", str(tmp_path / "sm")]) == 0

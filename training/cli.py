@@ -15,7 +15,13 @@ from training import train as train_lib
 from training import tuning
 from training.batchnorm import DEFAULT_IMAGES as DEFAULT_PRECISE_BN_IMAGES
 from training.config import TrainConfig
-from training.evaluate import CROPS, evaluate_saved_model, export_saved_model
+from training.evaluate import (
+    CROPS,
+    evaluate_saved_model,
+    export_saved_model,
+    format_per_class,
+    plot_dir_for,
+)
 from training.presets import PRESETS
 from training.strategy import STRATEGIES
 
@@ -222,6 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--crops", choices=["single", "ten", "both"], default="both", help="crop protocol"
     )
+    evaluate.add_argument(
+        "--plot-dir",
+        help="where confusion_<crop>.png go (default: MODEL_PATH when it is a workdir, else "
+        "the .keras file's folder)",
+    )
 
     tune = commands.add_parser(
         "tune",
@@ -306,8 +317,21 @@ def main(argv: list[str] | None = None) -> int:
                 data_dir=args.data_dir,
                 batch_size=args.batch_size,
                 crops=crops,
+                plot_dir=args.plot_dir or plot_dir_for(args.model_path),
             )
-            print(json.dumps(results, indent=2))
+            for crop, result in results.items():
+                table = format_per_class(
+                    result["per_class"], result["confusion"], result["class_names"]
+                )
+                print(f"Test accuracy per class, {crop} crop:", *table, sep="\n")
+                print(f"Confusion matrix written to {result['confusion_plot']}\n")
+            # The JSON last, and without the per-class lists (the table and plot show them).
+            bulky = ("per_class", "confusion", "class_names")
+            summary = {
+                crop: {k: v for k, v in result.items() if k not in bulky}
+                for crop, result in results.items()
+            }
+            print(json.dumps(summary, indent=2))
         else:
             print(f"SavedModel written to {export_saved_model(args.model_path, args.output)}")
     except (ValueError, FileNotFoundError, RuntimeError) as err:
