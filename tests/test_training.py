@@ -111,8 +111,8 @@ def finished_run(fmnist_dir, tmp_path_factory):
 def test_run_writes_every_artifact(finished_run):
     _, workdir, metrics = finished_run
     for name in (
-        "config.json", "history.csv", "curves.png", "best.keras", "model.keras",
-        "inference.keras", "metrics.json", "export/saved_model.pb",
+        "config.json", "history.csv", "curves.png", "confusion.png", "best.keras",
+        "model.keras", "inference.keras", "metrics.json", "export/saved_model.pb",
     ):  # fmt: skip
         assert os.path.exists(os.path.join(workdir, name)), name
     assert os.listdir(os.path.join(workdir, "logs"))
@@ -124,6 +124,8 @@ def test_run_writes_every_artifact(finished_run):
         e >= t > 0 for e, t in zip(saved["epoch_times"], saved["train_seconds"], strict=True)
     )
     assert saved["train_images_per_sec"] > 0
+    assert saved["class_names"] == data.FASHION_MNIST_CLASS_NAMES
+    assert len(saved["per_class"]) == 10
 
 
 def test_test_metrics_are_the_inference_models_on_the_test_images(finished_run, fmnist_dir):
@@ -140,6 +142,11 @@ def test_test_metrics_are_the_inference_models_on_the_test_images(finished_run, 
     assert metrics["top5"] == pytest.approx(np.mean((top5 == labels[:, None]).any(1)), abs=1e-9)
     nll = -np.mean(np.log(probs[np.arange(len(labels)), labels]))
     assert metrics["loss"] == pytest.approx(nll, rel=1e-4)
+    per_class = [
+        np.mean(probs[labels == k].argmax(1) == k) if np.any(labels == k) else None
+        for k in range(10)
+    ]
+    assert metrics["per_class"] == pytest.approx(per_class, abs=1e-9)
 
 
 def test_aux_targets_fan_out_and_loss_falls(finished_run):
@@ -194,8 +201,12 @@ def test_interrupted_run_resumes_without_redoing_epochs(fmnist_dir, tmp_path, ca
         train_and_evaluate(config, workdir, verbose=0, extra_callbacks=[_StopAfterFirstEpoch()])
     assert [int(r["epoch"]) for r in read_history(workdir)] == [0]
     assert not os.path.exists(os.path.join(workdir, "metrics.json"))
-    metrics = train_and_evaluate(config, workdir, verbose=0)
-    assert "epochs 1-1 are done; continuing at epoch 2 of 2" in capsys.readouterr().out
+    metrics = train_and_evaluate(config, workdir, verbose=2)
+    out = capsys.readouterr().out
+    assert "epochs 1-1 are done; continuing at epoch 2 of 2" in out
+    table = out[out.index("Test accuracy per class") :].splitlines()[1:12]  # verbose: printed
+    assert table[0].startswith("class  name ") and table[1].split()[:2] == ["0", "T-shirt/top"]
+    assert table[10].split()[:3] == ["9", "Ankle", "boot"]
     assert [int(r["epoch"]) for r in read_history(workdir)] == [0, 1]  # epoch 1 not redone
     assert len(metrics["epoch_times"]) == 2
     model = keras.saving.load_model(os.path.join(workdir, "model.keras"))

@@ -15,7 +15,7 @@ import os
 import keras
 
 from training.config import TrainConfig
-from training.evaluate import evaluate_model
+from training.evaluate import evaluate_model, format_per_class
 from training.model_setup import (
     build_model,
     compile_model,
@@ -128,7 +128,7 @@ def train_and_evaluate(
         precise.on_test_begin()  # the final weights (an EMA, or a resumed run) get theirs
     inference = save_models(model, workdir)
     test = evaluate_model(inference, datasets.test)
-    return write_metrics(
+    metrics = write_metrics(
         workdir,
         config,
         datasets,
@@ -139,3 +139,7 @@ def train_and_evaluate(
         resume_dir=backup_dir,
         extra=precise_bn_metrics(precise),
     )
+    if verbose:
+        table = format_per_class(test["per_class"], test["confusion"], datasets.class_names)
+        print("Test accuracy per class (confusion.png: true vs predicted):", *table, sep="\n")
+    return metrics

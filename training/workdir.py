@@ -12,11 +12,13 @@ A training run's workdir:
     config.json     the run's configuration
     history.csv     per-epoch losses and metrics (train and validation)
     curves.png      loss and accuracy per epoch, train vs validation
+    confusion.png   test confusion matrix, true vs predicted class (`fit` driver)
     best.keras      the best model by validation accuracy
     model.keras     the final model, with auxiliary heads
     inference.keras the final model without auxiliary heads (same weights)
     export/         a SavedModel of the inference model (`model.export`)
-    metrics.json    test top-1, top-5, loss, images/s, epoch times, skipped files
+    metrics.json    test top-1, top-5, loss, per-class accuracy, images/s, epoch times,
+                    skipped files
     logs/           TensorBoard
 """
 
@@ -36,7 +38,7 @@ import keras_inception as ki
 from training import machine
 from training.config import TrainConfig
 from training.data import Datasets
-from training.plots import plot_curves
+from training.plots import plot_confusion, plot_curves
 
 
 def changed_fields(
@@ -222,11 +224,26 @@ def write_metrics(
     verbose: bool = True,
 ) -> dict:
     """Writes metrics.json, then deletes the resume state in `resume_dir` (the run is over)
-    and prints a summary (when `verbose`); returns the metrics."""
+    and prints a summary (when `verbose`); returns the metrics.
+
+    When `test` holds a confusion matrix (`training.evaluate.evaluate_model`'s), also writes
+    confusion.png and stores the test accuracy per class with the class names.
+    """
+    per_class = {}
+    if "confusion" in test:
+        # Before metrics.json, which marks the run finished: an interrupted run redoes it.
+        plot_confusion(
+            test["confusion"],
+            datasets.class_names,
+            os.path.join(workdir, "confusion.png"),
+            title=f"test, top-1 {test['top1']:.4f}",
+        )
+        per_class = {"per_class": test["per_class"], "class_names": list(datasets.class_names)}
     metrics = {
         "top1": test["top1"],
         "top5": test["top5"],
         "loss": test["loss"],
+        **per_class,
         "train_images_per_sec": timer.images_per_sec(),
         "eval_images_per_sec": test["images_per_sec"],
         "epoch_times": timer.column("epoch"),
@@ -261,8 +278,9 @@ def write_metrics(
         f"Test top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f}, loss "
         f"{metrics['loss']:.4f} on {datasets.num_test} images; "
         f"{metrics['train_images_per_sec']:.0f} training images/s.\n"
-        f"Workdir {workdir}: config.json, history.csv, curves.png, best.keras, model.keras, "
-        "inference.keras, export/, metrics.json, logs/ (TensorBoard)."
+        f"Workdir {workdir}: config.json, history.csv, curves.png, "
+        f"{'confusion.png, ' if per_class else ''}best.keras, model.keras, inference.keras, "
+        "export/, metrics.json, logs/ (TensorBoard)."
     )
     return metrics
 
