@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmark scripts: machine line, timing, matmul rate, tables.
+"""Helpers shared by the benchmark scripts: machine line, timing, matmul rate, tables,
+the demo models.
 
 Every figure a script prints is meant to be read as a ratio against a baseline measured
 in the same process, interleaved with it (A B A B ...): the machines these run on are
@@ -10,17 +11,53 @@ from __future__ import annotations
 import platform
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
 
 import keras
 import tensorflow as tf
 
+import keras_inception as ki
 from training import machine
 
 FLOP_CONVENTION = (
     "FLOPs: a multiply-add is 2 FLOPs; training = 3 x forward (backward ~ 2 x forward), "
     "so training FLOPs/image = 6 x forward multiply-adds; conv and dense only."
 )
+
+# `make demo`'s GoogLeNet (the Makefile's DEMO_FLAGS), and the one it replaced, kept so
+# that numbers measured on it stay reproducible: `build_googlenet` keyword arguments, for
+# 28x28x1 images and 10 classes, and the batch each was trained at.
+DEMO_MODELS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
+    {
+        # Stage 3 at 14x14, 4 at 7x7, 5 at 4x4; one output (a tensor, not a dict).
+        "googlenet_demo": MappingProxyType(
+            {"stem": "small_pool", "width_multiplier": 0.125, "min_depth": 16,
+             "dropout": 0.0, "aux_logits": False}
+        ),
+        # Stage 3 at 28x28, 4 at 14x14, 5 at 7x7; outputs "main", "aux1", "aux2".
+        "googlenet_demo_aux": MappingProxyType(
+            {"stem": "small", "width_multiplier": 0.125, "min_depth": 8, "aux_logits": True}
+        ),
+    }
+)  # fmt: skip
+DEMO_BATCH_SIZES: Mapping[str, int] = MappingProxyType(
+    {"googlenet_demo": 256, "googlenet_demo_aux": 128}
+)
+
+
+def build_demo(name: str, **kwargs: Any) -> keras.Model:
+    """The demo model `name` of `DEMO_MODELS` (softmax outputs), 28x28x1, 10 classes;
+    `kwargs` add to its `build_googlenet` arguments (e.g. `fused_batch_norm=False`).
+
+    Example:
+    >>> build_demo("googlenet_demo").output_shape
+    (None, 10)
+    """
+    if name not in DEMO_MODELS:
+        raise ValueError(f"unknown demo model {name!r}; choose from {list(DEMO_MODELS)}")
+    return ki.build_googlenet(**DEMO_MODELS[name], input_shape=(28, 28, 1), classes=10, **kwargs)
 
 
 def machine_description() -> str:

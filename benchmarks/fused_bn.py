@@ -14,8 +14,13 @@ Models:
 
 * `inception_v3`: `build_inception_v3(aux_logits=False, dropout=0.0)` at
   `--image-size` (299: the paper's), `--batch-size` images;
-* `googlenet_demo`: `make demo`'s model: GoogLeNet, small stem, width 1/8, min_depth 8,
-  both auxiliary heads, 28x28x1, 10 classes, `--demo-batch-size` (128) images;
+* `googlenet_demo`: `make demo`'s model: GoogLeNet, stem "small_pool" (stage 3 at
+  14x14), width 1/8, min_depth 16, dropout 0, no auxiliary heads, 28x28x1, 10 classes,
+  `--demo-batch-size` (256) images;
+* `googlenet_demo_aux`: the demo's model before it (kept so that numbers measured on it
+  stay reproducible): small stem (stage 3 at 28x28), width 1/8, min_depth 8, both
+  auxiliary heads, 28x28x1, 10 classes, `--demo-aux-batch-size` (128) images; not run
+  by default;
 * `keras_inception_v3`: `keras.applications.InceptionV3(weights=None)` (its BN has no
   gamma: `scale=False`), at `--image-size`, `--batch-size` images.
 
@@ -30,6 +35,7 @@ Example:
 ```
 python -m benchmarks.fused_bn --rounds 5 --steps 3
 python -m benchmarks.fused_bn --models googlenet_demo --rounds 1 --steps 1 --demo-batch-size 8
+python -m benchmarks.fused_bn --models googlenet_demo googlenet_demo_aux
 ```
 """
 
@@ -53,7 +59,7 @@ import tensorflow as tf  # noqa: E402
 import keras_inception as ki  # noqa: E402
 from benchmarks import common  # noqa: E402
 
-MODELS = ("inception_v3", "googlenet_demo", "keras_inception_v3")
+MODELS = ("inception_v3", "googlenet_demo", "googlenet_demo_aux", "keras_inception_v3")
 DEFAULT_MODELS = ("inception_v3", "googlenet_demo")
 POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 COLUMNS = (
@@ -93,12 +99,8 @@ def build(name: str, size: int) -> tuple[keras.Model, int, int]:
     """The model `name` of `MODELS` (softmax outputs) with Keras's own BatchNormalization
     (`fused_batch_norm=False`; `prepare` makes the fused clone); with its input size and
     channels."""
-    if name == "googlenet_demo":
-        model = ki.build_googlenet(
-            stem="small", width_multiplier=0.125, min_depth=8, aux_logits=True,
-            input_shape=(28, 28, 1), classes=10, fused_batch_norm=False,
-        )  # fmt: skip
-        return model, 28, 1
+    if name in common.DEMO_MODELS:
+        return common.build_demo(name, fused_batch_norm=False), 28, 1
     if name == "inception_v3":
         model = ki.build_inception_v3(
             aux_logits=False,
@@ -145,7 +147,10 @@ def prepare(name: str, args: argparse.Namespace) -> Pair:
     unfused, size, channels = build(name, args.image_size)
     fused = keras.models.clone_model(unfused, clone_function=ki.fuse_batch_norm)
     fused.set_weights(unfused.get_weights())
-    batch = args.demo_batch_size if name == "googlenet_demo" else args.batch_size
+    batch = {
+        "googlenet_demo": args.demo_batch_size,
+        "googlenet_demo_aux": args.demo_aux_batch_size,
+    }.get(name, args.batch_size)
     classes = unfused.outputs[0].shape[-1]
     for model in (unfused, fused):
         compile_model(model, args.optimizer)
@@ -218,14 +223,27 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=MODELS)
+    parser.add_argument(
+        "--models", nargs="+", default=list(DEFAULT_MODELS), choices=MODELS, help="models to run"
+    )
     parser.add_argument(
         "--batch-size", type=common.positive_int, default=32, help="InceptionV3's batch"
     )
     parser.add_argument(
         "--image-size", type=common.positive_int, default=299, help="InceptionV3's input"
     )
-    parser.add_argument("--demo-batch-size", type=common.positive_int, default=128)
+    parser.add_argument(
+        "--demo-batch-size",
+        type=common.positive_int,
+        default=common.DEMO_BATCH_SIZES["googlenet_demo"],
+        help="googlenet_demo's batch",
+    )
+    parser.add_argument(
+        "--demo-aux-batch-size",
+        type=common.positive_int,
+        default=common.DEMO_BATCH_SIZES["googlenet_demo_aux"],
+        help="googlenet_demo_aux's batch",
+    )
     parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
     parser.add_argument("--policy", choices=POLICIES, default="float32", help="dtype policy")
     parser.add_argument("--warmup", type=common.positive_int, default=2, help="untimed steps")

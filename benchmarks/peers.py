@@ -1,26 +1,33 @@
 """Training speed of our models against their PyTorch twins, in one interleaved run.
 
-Two models, each trained on one fixed random batch by Keras (ours) and by PyTorch eager
-(its twin), with the same batch size, loss and optimizer:
+Models, each trained on one fixed random batch by Keras (ours) and by PyTorch eager (its
+twin), with the same batch size, loss and optimizer (`googlenet_demo` and
+`googlenet_224` by default; `--models` picks):
 
-* `googlenet_demo`: `make demo`'s model: GoogLeNet, small stem, width 1/8, min_depth 8,
-  both auxiliary heads, 28x28x1, 10 classes, `--demo-batch-size` (128) images, AdamW
-  (learning rate 1e-3, weight decay 1e-4). Its twin is a torch module translated layer
-  for layer from the Keras graph (`describe_graph` -> `torch_twin`): same layers, widths,
-  strides and paddings, same trainable parameter count;
+* `googlenet_demo`: `make demo`'s model: GoogLeNet, stem "small_pool" (the small stem,
+  then the 3x3/2 max pool pool2: stage 3 at 14x14, 4 at 7x7, 5 at 4x4), width 1/8,
+  min_depth 16, dropout 0, no auxiliary heads (one output), 28x28x1, 10 classes,
+  `--demo-batch-size` (256) images, AdamW (learning rate 1e-3, weight decay 1e-4). Its
+  twin is a torch module translated layer for layer from the Keras graph
+  (`describe_graph` -> `torch_twin`): same layers, widths, strides and paddings, same
+  trainable parameter count;
+* `googlenet_demo_aux`: the demo's model before it (kept so that numbers measured on it
+  stay reproducible): small stem (stage 3 at 28x28), width 1/8, min_depth 8, dropout
+  0.4, both auxiliary heads, `--demo-aux-batch-size` (128) images; otherwise as
+  `googlenet_demo`, twin included;
 * `googlenet_224`: GoogLeNet in torchvision's layout (`build_googlenet` with the options
   of `keras_inception.pretrained.torchvision`: 3x3 "5x5" branch, torch padding, 2x2
   pool5, torch aux pools, dropout 0.2), 224x224x3, 1000 classes, both auxiliary heads,
   `--batch-size` (16) images, SGD (0.01, momentum 0.9). Its twin is
   `torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=True)`.
 
-Loss: sparse cross-entropy on the main output plus 0.3 x that of each auxiliary head
-(`keras_inception.default_loss_weights`); torch's `cross_entropy` on logits, Keras's on the
-softmax outputs (which Keras computes from the logits). Ours: `model.compile(...,
-jit_compile=False)` and `train_on_batch`, as benchmarks/fused_bn.py and models.py time it.
-Each twin is timed in two memory layouts, NCHW (torch's default) and channels_last
-(`model.to(memory_format=torch.channels_last)`, input likewise), and our speed is
-compared with the faster of the two.
+Loss: sparse cross-entropy on the main output plus, where the model has auxiliary
+heads, 0.3 x that of each (`keras_inception.default_loss_weights`); torch's
+`cross_entropy` on logits, Keras's on the softmax outputs (which Keras computes from the
+logits). Ours: `model.compile(..., jit_compile=False)` and `train_on_batch`, as
+benchmarks/fused_bn.py and models.py time it. Each twin is timed in two memory layouts,
+NCHW (torch's default) and channels_last (`model.to(memory_format=torch.channels_last)`,
+input likewise), and our speed is compared with the faster of the two.
 
 torch and TensorFlow in one process crash after a torch forward pass (two OpenMP
 runtimes), so the torch side runs in a child process: this file run with `--torch-worker`,
@@ -35,10 +42,11 @@ asserted.
 torch runs `--torch-threads` threads (default: the usable cores) with
 `OMP_WAIT_POLICY=PASSIVE` unless the environment sets that variable. By default torch's
 OpenMP threads spin while they wait for each other, and when another process takes one
-of the cores a step takes many times as long: on 2 cores shared with a test run, the demo
-twin (channels_last, batch 128) took ~10 s a step with 2 spinning threads, 1.0-1.5 s
-with 2 passive ones or with 1 thread. Spinning would flatter our ratio on a shared
-machine; on an idle one, run with `OMP_WAIT_POLICY=ACTIVE` as well, and keep the faster.
+of the cores a step takes many times as long: on 2 cores shared with a test run, the
+`googlenet_demo_aux` twin (channels_last, batch 128) took ~10 s a step with 2 spinning
+threads, 1.0-1.5 s with 2 passive ones or with 1 thread. Spinning would flatter our
+ratio on a shared machine; on an idle one, run with `OMP_WAIT_POLICY=ACTIVE` as well, and
+keep the faster.
 
 Needs torch and torchvision: `pip install -e '.[torch]'`.
 
@@ -47,6 +55,7 @@ Example:
 ```
 python -m benchmarks.peers --rounds 3 --steps 3
 python -m benchmarks.peers --models googlenet_demo --rounds 1 --steps 1 --demo-batch-size 8
+python -m benchmarks.peers --models googlenet_demo googlenet_demo_aux
 ```
 """
 
@@ -88,7 +97,8 @@ if not IS_WORKER:
     from benchmarks import common
     from keras_inception.pretrained import torchvision as torchvision_layout
 
-MODELS = ("googlenet_demo", "googlenet_224")
+MODELS = ("googlenet_demo", "googlenet_demo_aux", "googlenet_224")
+DEFAULT_MODELS = ("googlenet_demo", "googlenet_224")
 LAYOUTS = ("nchw", "channels_last")
 TARGET = 1.5  # ours / the faster torch twin, images/s (issue 13)
 EXTRA = "pip install -e '.[torch]'"
@@ -126,11 +136,17 @@ class Spec:
     optimizer: str
     twin: str  # "translated": from the Keras graph; "torchvision_googlenet"
     packages: tuple[str, ...]  # what the torch process imports for it
+    batch_option: str  # the command-line option giving its batch size
 
 
 SPECS: Mapping[str, Spec] = {
-    "googlenet_demo": Spec(28, 1, 10, "adamw", "translated", ("torch",)),
-    "googlenet_224": Spec(224, 3, 1000, "sgd", "torchvision_googlenet", ("torch", "torchvision")),
+    "googlenet_demo": Spec(28, 1, 10, "adamw", "translated", ("torch",), "--demo-batch-size"),
+    "googlenet_demo_aux": Spec(
+        28, 1, 10, "adamw", "translated", ("torch",), "--demo-aux-batch-size"
+    ),
+    "googlenet_224": Spec(
+        224, 3, 1000, "sgd", "torchvision_googlenet", ("torch", "torchvision"), "--batch-size"
+    ),
 }
 
 # Keras layer classes the translation knows (`FusedBatchNormalization` reports Keras's
@@ -179,13 +195,16 @@ def missing_message(missing: Sequence[str]) -> str:
 # --- the Keras side ----------------------------------------------------------------------
 
 
+def batch_size(name: str, args: argparse.Namespace) -> int:
+    """The batch size of model `name`: its option's value (`Spec.batch_option`)."""
+    return getattr(args, SPECS[name].batch_option.lstrip("-").replace("-", "_"))
+
+
 def build_ours(name: str) -> keras.Model:
-    """Our Keras model `name` of `MODELS` (softmax outputs, both auxiliary heads)."""
-    if name == "googlenet_demo":
-        return ki.build_googlenet(
-            stem="small", width_multiplier=0.125, min_depth=8, aux_logits=True,
-            input_shape=(28, 28, 1), classes=10,
-        )  # fmt: skip
+    """Our Keras model `name` of `MODELS` (softmax outputs; `googlenet_demo` has one,
+    the others a dict with both auxiliary heads)."""
+    if name in common.DEMO_MODELS:
+        return common.build_demo(name)
     if name == "googlenet_224":
         kwargs = torchvision_layout.builder_kwargs(
             "googlenet",
@@ -205,14 +224,23 @@ def keras_optimizer(name: str) -> keras.optimizers.Optimizer:
 
 
 def compile_ours(model: keras.Model, optimizer: str) -> None:
-    """Sparse cross-entropy on every output, weighted as `default_loss_weights`."""
+    """Sparse cross-entropy on every output, weighted as `default_loss_weights` (a
+    single-output model: its one loss, weight 1)."""
     loss = keras.losses.SparseCategoricalCrossentropy()
+    if isinstance(model.output, dict):
+        losses, weights = {key: loss for key in model.output}, ki.default_loss_weights(model)
+    else:
+        losses, weights = loss, None
     model.compile(
-        optimizer=keras_optimizer(optimizer),
-        loss={key: loss for key in model.output},
-        loss_weights=ki.default_loss_weights(model),
-        jit_compile=False,
+        optimizer=keras_optimizer(optimizer), loss=losses, loss_weights=weights, jit_compile=False
     )
+
+
+def labels_for(model: keras.Model, labels: np.ndarray) -> tf.Tensor | dict[str, tf.Tensor]:
+    """`train_on_batch`'s targets: `labels` for each output of a dict-output model, else
+    `labels` themselves."""
+    y = tf.constant(labels.astype(np.int32))
+    return {key: y for key in model.output} if isinstance(model.output, dict) else y
 
 
 def trainable_params(model: keras.Model) -> int:
@@ -222,7 +250,8 @@ def trainable_params(model: keras.Model) -> int:
 def describe_graph(model: keras.Model) -> dict:
     """A plain (JSON-able) description of a functional Keras model, for `torch_twin`:
     its layers in topological order, each with class name, config, inbound layer names,
-    input and output shapes; and its outputs, by output name.
+    input and output shapes; and its outputs, by output name (a model whose output is a
+    tensor or a list: by `model.output_names`, the keys of `default_loss_weights`).
 
     Raises:
         TypeError: for a model that is not functional (a Sequential, a subclass).
@@ -263,7 +292,11 @@ def describe_graph(model: keras.Model) -> dict:
                 "output_shape": list(node.output_tensors[0].shape),
             }
         )
-    outputs = model.output if isinstance(model.output, dict) else {"output": model.output}
+    if isinstance(model.output, dict):
+        outputs = model.output
+    else:
+        tensors = model.output if isinstance(model.output, list | tuple) else [model.output]
+        outputs = dict(zip(model.output_names, tensors, strict=True))
     return {
         "name": model.name,
         "layers": layers,
@@ -377,7 +410,7 @@ class Bench:
     batch: int
     model: keras.Model
     x: tf.Tensor
-    y: dict
+    y: tf.Tensor | dict[str, tf.Tensor]
     params: int
     torch_params: int = 0
     rates: dict[str, list[float]] = dataclasses.field(
@@ -400,13 +433,13 @@ def fixed_batch(
 def prepare(name: str, args: argparse.Namespace, peer: TorchPeer) -> Bench:
     """Ours built and compiled; the twin built in each layout in the torch process."""
     spec = SPECS[name]
-    batch = args.demo_batch_size if name == "googlenet_demo" else args.batch_size
+    batch = batch_size(name, args)
     keras.utils.set_random_seed(args.seed)
     model = build_ours(name)
     compile_ours(model, spec.optimizer)
     input_shape = [spec.size, spec.size, spec.channels]
     x, labels = fixed_batch(input_shape, spec.classes, batch, args.seed)
-    y = {key: tf.constant(labels.astype(np.int32)) for key in model.output}
+    y = labels_for(model, labels)
     bench = Bench(name, spec, batch, model, tf.constant(x), y, trainable_params(model))
     graph = describe_graph(model) if spec.twin == "translated" else None
     for layout in LAYOUTS:
@@ -500,13 +533,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument(
+        "--models", nargs="+", default=list(DEFAULT_MODELS), choices=MODELS, help="models to run"
+    )
     parser.add_argument(
         "--batch-size", type=common.positive_int, default=16, help="googlenet_224's batch"
     )
-    parser.add_argument(
-        "--demo-batch-size", type=common.positive_int, default=128, help="googlenet_demo's batch"
-    )
+    for name in common.DEMO_MODELS:
+        parser.add_argument(
+            SPECS[name].batch_option,
+            type=common.positive_int,
+            default=common.DEMO_BATCH_SIZES[name],
+            help=f"{name}'s batch",
+        )
     parser.add_argument("--warmup", type=common.positive_int, default=2, help="untimed steps")
     parser.add_argument(
         "--rounds", type=common.positive_int, default=3, help="ours, NCHW, channels_last rounds"
@@ -533,7 +572,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     rows = run(args)
     print(
         "ours: Keras train_on_batch, jit_compile=False; torch: eager; same batch, loss "
-        "(main + 0.3 x each aux head) and optimizer. "
+        "(main + 0.3 x each aux head, if any) and optimizer. "
         f"{args.rounds} rounds x {args.steps} training steps after {args.warmup} warm-up, "
         "interleaved (ours, torch NCHW, torch channels_last); medians; ratio: ours img/s / "
         f"the faster torch layout's, per round, then the median; target {TARGET}x "
@@ -612,7 +651,9 @@ def torch_twin(graph: Mapping):
     """The torch module of a `describe_graph` description: the same layers, widths,
     strides and paddings (TensorFlow's "same" padding reproduced: in the layer where it
     is symmetric, by `ceil_mode` for max pools padded one more at the end, else by an
-    explicit pad), the same trainable parameters.
+    explicit pad), the same trainable parameters. `googlenet_demo`'s 3x3/2 max pools,
+    for example: 28 -> 14 and 14 -> 7 pad 0 before and 1 after (`ceil_mode`), 7 -> 4
+    pads 1 on each side (`padding=1`).
 
     Deviations, none of which changes a parameter count or (with `load_keras_weights`)
     an output: dense layers after a `Flatten` read channels-first (torch's flatten);

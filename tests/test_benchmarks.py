@@ -98,16 +98,20 @@ def test_precision_table(capsys):
 @pytest.mark.large
 def test_fused_bn_table(capsys):
     rows = fused_bn.main(
-        ["--models", "googlenet_demo", "--demo-batch-size", "8", "--rounds", "2",
-         "--steps", "1", "--warmup", "1"]
+        ["--models", "googlenet_demo", "googlenet_demo_aux", "--demo-batch-size", "8",
+         "--demo-aux-batch-size", "4", "--rounds", "2", "--steps", "1", "--warmup", "1"]
     )  # fmt: skip
     out = capsys.readouterr().out
     assert "machine:" in out and "oneDNN" in out
-    (row,) = rows
-    assert set(fused_bn.COLUMNS) <= set(row)
-    # Every BN layer of the demo model is swapped and runs the fused kernel.
-    assert row["BN layers"] == row["fused"] > 50
-    assert row["speedup"] > 0 and row["loss diff"] < 1e-4
+    assert [(row["model"], row["batch"]) for row in rows] == [
+        ("googlenet_demo", 8),
+        ("googlenet_demo_aux", 4),
+    ]
+    for row in rows:
+        assert set(fused_bn.COLUMNS) <= set(row)
+        # Every BN layer of the demo models is swapped and runs the fused kernel.
+        assert row["BN layers"] == row["fused"] > 50
+        assert row["speedup"] > 0 and row["loss diff"] < 1e-4
 
 
 def test_fused_bn_refuses_small_inception_v3_input():
@@ -116,11 +120,18 @@ def test_fused_bn_refuses_small_inception_v3_input():
     assert fused_bn.parse_args(["--models", "googlenet_demo", "--image-size", "64"])
 
 
-def test_fused_bn_counts_the_fused_layers():
-    model, _, _ = fused_bn.build("googlenet_demo", 28)
+@pytest.mark.parametrize("name, layers", [("googlenet_demo", 57), ("googlenet_demo_aux", 59)])
+def test_fused_bn_counts_the_fused_layers(name, layers):
+    model, _, _ = fused_bn.build(name, 28)
     fused = keras.models.clone_model(model, clone_function=ki.fuse_batch_norm)
-    assert fused_bn.batch_norm_counts(model) == (59, 0)
-    assert fused_bn.batch_norm_counts(fused) == (59, 59)
+    assert fused_bn.batch_norm_counts(model) == (layers, 0)
+    assert fused_bn.batch_norm_counts(fused) == (layers, layers)
+
+
+def test_fused_bn_demo_batch_sizes():
+    args = fused_bn.parse_args([])
+    assert (args.demo_batch_size, args.demo_aux_batch_size) == (256, 128)
+    assert "googlenet_demo_aux" not in args.models
 
 
 def test_positive_int_names_the_value():

@@ -20,6 +20,7 @@ pytest.importorskip("torch", reason="the twins are torch modules")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+import keras_inception  # noqa: E402
 from benchmarks import peers  # noqa: E402
 
 pytestmark = pytest.mark.large
@@ -64,18 +65,31 @@ def twin_outputs(peer, model: keras.Model, x: np.ndarray, tmp_path: Path) -> tup
         return {key: data[key] for key in data.files}, reply
 
 
-def test_demo_twin_has_our_parameters_and_outputs(peer, tmp_path):
+@pytest.mark.parametrize(
+    "name, params, outputs",
+    [
+        # One output (a tensor); "same" 3x3/2 max pools 28 -> 14 and 14 -> 7 (0 before,
+        # 1 after), 7 -> 4 (1 each side); no dropout layer.
+        ("googlenet_demo", 167_210, ["predictions"]),
+        ("googlenet_demo_aux", 4_344_314, ["aux1", "aux2", "main"]),
+    ],
+)
+def test_demo_twin_has_our_parameters_and_outputs(peer, tmp_path, name, params, outputs):
     keras.utils.set_random_seed(0)
-    model = peers.build_ours("googlenet_demo")
+    model = peers.build_ours(name)
     x = np.random.default_rng(2).uniform(-1, 1, (4, 28, 28, 1)).astype("float32")
     randomize_batch_norm(model, x, seed=1)
-    ours = {key: value.numpy() for key, value in model(x, training=False).items()}
+    ours = model(x, training=False)
+    if not isinstance(ours, dict):
+        ours = {model.output_names[0]: ours}
+    ours = {key: value.numpy() for key, value in ours.items()}
+    assert sorted(ours) == sorted(keras_inception.default_loss_weights(model)) == outputs
 
     theirs, reply = twin_outputs(peer, model, x, tmp_path)
 
-    assert reply["trainable_params"] == peers.trainable_params(model) == 4_344_314
+    assert reply["trainable_params"] == peers.trainable_params(model) == params
     assert reply["copied"] == len(model.weights)
-    assert sorted(theirs) == ["aux1", "aux2", "main"]
+    assert sorted(theirs) == outputs
     for key, value in ours.items():
         assert theirs[key].shape == value.shape == (4, 10)
         np.testing.assert_allclose(theirs[key].sum(axis=1), 1.0, rtol=1e-5)  # probabilities
@@ -111,6 +125,17 @@ def test_twin_reproduces_same_padding_everywhere(peer, tmp_path):
         assert np.abs(theirs[key] - value).max() < 1e-5 * max(scale, 1.0), key
 
 
+def test_same_padding_of_the_demo_pools():
+    """TensorFlow's "same" 3x3/2 pools at googlenet_demo's sizes, and the torch form of
+    those padded one more at the end (`ceil_mode`: as many windows as TensorFlow's)."""
+    assert peers.same_padding(7, 3, 2) == (1, 1)  # 7 -> 4
+    assert peers.same_padding(14, 3, 2) == (0, 1)  # 14 -> 7
+    assert peers.same_padding(28, 3, 2) == (0, 1)  # 28 -> 14
+    assert peers.torch_ceil_output(14, 3, 2, 0) == 7
+    assert peers.torch_ceil_output(28, 3, 2, 0) == 14
+    assert peers.torch_ceil_output(7, 3, 2, 0) == 3  # too few: 7 -> 4 pads in the layer
+
+
 def test_describe_graph_names_a_layer_it_cannot_translate():
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
@@ -137,6 +162,14 @@ def test_table_for_both_models(capsys):
     assert [row["batch"] for row in rows] == [8, 2]
     assert rows[1]["params"] > rows[0]["params"]
     assert f"| {rows[0]['model']} " in out
+
+
+def test_each_model_has_its_batch_option():
+    args = peers.parse_args([])
+    assert args.models == ["googlenet_demo", "googlenet_224"]
+    assert [peers.batch_size(name, args) for name in peers.MODELS] == [256, 128, 16]
+    args = peers.parse_args(["--demo-batch-size", "5", "--demo-aux-batch-size", "7"])
+    assert [peers.batch_size(name, args) for name in peers.MODELS] == [5, 7, 16]
 
 
 def test_unknown_model_is_named():
