@@ -86,34 +86,6 @@ def test_default_preset_warms_up_then_decays_to_zero():
     assert _lr(opt, 50) == pytest.approx(0.0, abs=1e-9)
 
 
-def test_warmup_cosine_decay_is_keras_cosine_decay_without_a_graph_cond():
-    import tensorflow as tf
-
-    args = dict(initial_learning_rate=4e-4, decay_steps=41, warmup_target=4e-3, warmup_steps=9)
-    ours, keras_own = (
-        presets.WarmupCosineDecay(**args),
-        keras.optimizers.schedules.CosineDecay(**args),
-    )
-    for step in range(0, 60):
-        assert float(ours(step)) == pytest.approx(float(keras_own(step)), rel=1e-6, abs=1e-12)
-
-    def op_types(schedule):
-        graph = (
-            tf.function(lambda step: schedule(step))
-            .get_concrete_function(tf.TensorSpec([], tf.int64))
-            .graph
-        )
-        return {op.type for op in graph.get_operations()}
-
-    assert {"If", "StatelessIf"} & op_types(keras_own)  # what this class avoids
-    assert not {"If", "StatelessIf"} & op_types(ours)
-    config = keras.optimizers.schedules.serialize(ours)
-    again = keras.optimizers.schedules.deserialize(config)
-    assert type(again) is presets.WarmupCosineDecay and again.get_config() == ours.get_config()
-    with pytest.raises(ValueError, match="warmup_steps=0"):
-        presets.WarmupCosineDecay(1e-3, 10, warmup_target=1e-2, warmup_steps=0)
-
-
 def test_unknown_preset_and_bad_config():
     with pytest.raises(ValueError, match="unknown preset 'adam'"):
         presets.get_preset("adam")

@@ -6,8 +6,7 @@
   decayed x0.94 every 2 epochs, gradient clipping at global norm 2.0, label smoothing 0.1
   ("Rethinking the Inception Architecture", section 8).
 - `default`: a short schedule for small data: AdamW with cosine decay after a linear
-  warmup (`WarmupCosineDecay`: the numbers of `keras.optimizers.schedules.CosineDecay(
-  warmup_target=, warmup_steps=)`, without its graph `cond`).
+  warmup (`keras.optimizers.schedules.CosineDecay(warmup_target=, warmup_steps=)`).
 
 The paper presets decay in stairs from the first step, as the papers do; Keras's schedules
 give them no warmup, so `warmup_epochs` other than 0 is refused for them.
@@ -18,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 
 import keras
-from keras import ops
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,40 +40,6 @@ PRESETS = {
         "inception_v3_paper", 0.045, 32, 0.1, 0.0, "RMSProp, x0.94 every 2 epochs, clipnorm 2"
     ),
 }
-
-
-@keras.saving.register_keras_serializable(package="keras_inception_training")
-class WarmupCosineDecay(keras.optimizers.schedules.CosineDecay):
-    """Keras's `CosineDecay` with a warmup, the same numbers, without a graph `cond`.
-
-    `CosineDecay` picks its warmup or decay branch with `ops.cond`, which on TensorFlow
-    traces both branches as functions at every call. AdamW reads the learning rate once per
-    variable for its weight decay, so a GoogLeNet's training step traced ~190 conds (380
-    branch functions): measured ~10 s of every run's start on 2 cores. Here both branches
-    are computed (a few scalar ops) and `ops.where` picks one.
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if self.warmup_target is None or self.warmup_steps <= 0:
-            raise ValueError(
-                "WarmupCosineDecay needs warmup_target and warmup_steps > 0; received "
-                f"warmup_target={self.warmup_target!r}, warmup_steps={self.warmup_steps!r}"
-            )
-
-    def __call__(self, step):
-        with keras.name_scope(self.name):
-            initial = ops.convert_to_tensor(self.initial_learning_rate)
-            dtype = initial.dtype
-            decay_steps = ops.cast(self.decay_steps, dtype)
-            warmup_target = ops.cast(self.warmup_target, dtype)
-            warmup_steps = ops.cast(self.warmup_steps, dtype)
-            step = ops.minimum(ops.cast(step, dtype), decay_steps + warmup_steps)
-            warmup = self._warmup_function(step, warmup_steps, warmup_target, initial)
-            decay = self._decay_function(
-                ops.maximum(step - warmup_steps, 0.0), decay_steps, warmup_target, dtype
-            )
-            return ops.where(step < warmup_steps, warmup, decay)
 
 
 def get_preset(name: str) -> Preset:
@@ -138,7 +102,7 @@ def make_optimizer(
         # Step k of the warmup trains at base * (k + 1) / warmup_steps: the last warmup step
         # is the first at `base` (Keras's warmup reaches its target one step after its end),
         # then cosine decay reaches 0 at the last step of the run.
-        schedule = WarmupCosineDecay(
+        schedule = schedules.CosineDecay(
             base / warmup_steps,
             decay_steps=max(total_steps - warmup_steps + 1, 1),
             warmup_target=base,
