@@ -38,7 +38,7 @@ $(TORCH_STAMP): $(TEST_STAMP)
 PYTEST_WORKERS ?= 2
 
 test: install-test
-	$(BIN)/python -m pytest -m "not large" -n $(PYTEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -m "not large" -n $(PYTEST_WORKERS) --dist loadfile --durations=15
 
 test-large: install-torch
 	$(BIN)/python -m pytest -m large
