@@ -52,7 +52,7 @@ format: install-test
 	$(BIN)/ruff format .
 
 # The main job, offline: GoogLeNet (the small stem and a 3x3/2 pool, 1/8 width, min depth 16,
-# no auxiliary heads, no augmentation: 2 epochs in under 5 minutes on 2 cores, ~90% test
+# no auxiliary heads, no augmentation: 2 epochs in about 5 minutes on 2 cores, ~90% test
 # top-1) on Fashion-MNIST from Debian's dataset-fashion-mnist, installed here when it is
 # missing and apt is available. README "Quick start" says what each choice costs.
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
