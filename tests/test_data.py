@@ -1,5 +1,6 @@
 """The tf.data input pipeline on generated data: idx files, image folders, mocked TFDS."""
 
+import dataclasses
 import gzip
 import io
 import pathlib
@@ -430,3 +431,54 @@ def test_no_flip_never_mirrors_training_images(tmp_path, flip):
         assert 10 < mirrored < len(x) - 10  # about half
     else:
         assert mirrored == 0
+
+
+def test_random_erasing_fills_one_box_of_the_paper_sizes_with_noise():
+    image = tf.fill([28, 28, 1], 2.0)  # out of the noise's [0, 1) range: erased pixels show
+    areas = []
+    for i in range(200):
+        seed = tf.constant([i, 7])
+        out = augment.random_erasing(image, seed, probability=1.0).numpy()[..., 0]
+        np.testing.assert_array_equal(out, augment.random_erasing(image, seed, 1.0).numpy()[..., 0])
+        erased = out < 2.0
+        rows, cols = np.nonzero(erased)
+        assert erased.sum() == (np.ptp(rows) + 1) * (np.ptp(cols) + 1)  # one rectangle
+        assert np.all((out[erased] >= 0) & (out[erased] < 1))
+        areas.append(erased.mean())
+    # 2-40% of the image; a side cut to the image's makes a few boxes smaller
+    assert min(areas) >= 1 / 784 and max(areas) <= 0.45
+    assert 0.15 < np.mean(areas) < 0.25  # the paper's uniform 2-40% averages 21%
+    never = augment.random_erasing(image, tf.constant([0, 7]), probability=0.0)
+    np.testing.assert_array_equal(never.numpy(), image.numpy())
+    applied = [
+        bool(np.any(augment.random_erasing(image, tf.constant([i, 3]), 0.5).numpy() < 2.0))
+        for i in range(200)
+    ]
+    assert 70 < sum(applied) < 130  # about half
+
+
+def test_random_erasing_reaches_the_training_images_only(tmp_path):
+    folder = tmp_path / "fm"
+    folder.mkdir()
+    for prefix, n in (("train", 64), ("t10k", 8)):
+        images = np.full((n, 28, 28), 255, np.uint8)  # white: erased pixels are darker
+        (folder / f"{prefix}-images-idx3-ubyte").write_bytes(_idx_bytes(images))
+        (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(_idx_bytes(np.arange(n) % 10))
+    config = DataConfig(
+        "fashion_mnist", data_dir=str(folder), batch_size=64, val_fraction=0.25, flip=False
+    )
+    plain = load_datasets(dataclasses.replace(config, random_erasing=0.0))
+    erased = load_datasets(dataclasses.replace(config, random_erasing=1.0))
+    x_plain, _ = _all(plain.train)
+    x_erased, _ = _all(erased.train)
+    # pad-and-crop darkens some borders; erasing adds darker pixels inside every image
+    center = (slice(None), slice(4, 24), slice(4, 24))
+    assert np.all(x_plain[center] == 1.0)
+    assert np.mean(np.any(x_erased[center] < 1.0, axis=(1, 2, 3))) > 0.8
+    for split in ("validation", "test"):
+        x, _ = _all(getattr(erased, split))
+        assert np.all(x == 1.0)  # evaluation images are never erased
+    with pytest.raises(ValueError, match="received 1.5"):
+        DataConfig("fashion_mnist", random_erasing=1.5)
+    with pytest.raises(ValueError, match="augment=False"):
+        DataConfig("fashion_mnist", random_erasing=0.5, augment=False)

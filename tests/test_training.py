@@ -347,6 +347,26 @@ def test_ten_crop_evaluation_averages_the_probabilities_of_the_crops():
     assert result["confusion"] == confusion.tolist()
 
 
+def test_flip_evaluation_averages_each_image_with_its_mirror_image():
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(6, 8, 8, 1)).astype("float32")
+    labels = rng.integers(0, 4, 6).astype("int32")
+    inputs = keras.Input((8, 8, 1))
+    model = keras.Model(
+        inputs, keras.layers.Dense(4, activation="softmax")(keras.layers.Flatten()(inputs))
+    )
+    dataset = [(images[:4], labels[:4]), (images[4:], labels[4:])]
+    result = evaluate_model(model, dataset, flip=True)
+    probs = (model.predict(images, verbose=0) + model.predict(images[:, :, ::-1], verbose=0)) / 2
+    assert result["top1"] == pytest.approx(np.mean(probs.argmax(1) == labels))
+    assert result["loss"] == pytest.approx(-np.mean(np.log(probs[np.arange(6), labels])), rel=1e-5)
+    single = evaluate_model(model, dataset)
+    assert single["loss"] != pytest.approx(result["loss"], rel=1e-6)  # a dense layer is not
+    # mirror-symmetric, so the mirrored view changes the probabilities
+    with pytest.raises(ValueError, match="flip=True"):
+        evaluate_model(model, [(images[:, None], labels)], ten_crop=True, flip=True)
+
+
 def test_cli_evaluate_prints_the_per_class_table_and_plots_the_confusion_matrix(
     finished_run, fmnist_dir, tmp_path, capsys
 ):
@@ -372,8 +392,13 @@ def test_cli_evaluate_prints_the_per_class_table_and_plots_the_confusion_matrix(
 
     plots = tmp_path / "plots"
     argv = ["evaluate", os.path.join(workdir, "inference.keras"), "--data-dir", fmnist_dir]
-    assert cli_main([*argv, "--crops", "ten", "--plot-dir", str(plots)]) == 0
-    assert os.listdir(plots) == ["confusion_ten.png"]
+    assert cli_main([*argv, "--crops", "all", "--plot-dir", str(plots)]) == 0
+    assert sorted(os.listdir(plots)) == [f"confusion_{c}.png" for c in ("flip", "single", "ten")]
+    out = capsys.readouterr().out
+    assert "Test accuracy per class, flip crop:" in out
+    summary = json.loads(out[out.index("{") :])
+    assert summary["single"]["top1"] == pytest.approx(metrics["top1"], abs=1e-9)
+    assert summary["flip"]["images"] == summary["ten"]["images"] == 96
 
 
 def test_cli_export(finished_run, tmp_path):
@@ -430,3 +455,18 @@ def test_cli_batch_norm_and_flip_flags_reach_the_config(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         cli_main(["train", "--bn-momentum", "1", "--workdir", "w"])
     assert "expected a number in [0, 1); received '1'" in capsys.readouterr().err
+
+
+def test_cli_random_erasing_reaches_the_config_and_needs_augmentation(monkeypatch, capsys):
+    seen = {}
+    monkeypatch.setattr(
+        "training.train.train_and_evaluate", lambda config, workdir, **_: seen.update(config=config)
+    )
+    assert cli_main(["train", "--random-erasing", "0.5", "--workdir", "w"]) == 0
+    assert seen["config"].random_erasing == 0.5 and TrainConfig().random_erasing == 0
+    with pytest.raises(SystemExit):
+        cli_main(["train", "--random-erasing", "1.5", "--workdir", "w"])
+    assert "expected a probability in [0, 1]; received '1.5'" in capsys.readouterr().err
+    argv = ["train", "--random-erasing", "0.5", "--no-augment", "--workdir", "w"]
+    assert cli_main(argv) == 2
+    assert "random_erasing=0.5 with augment=False" in capsys.readouterr().err

@@ -165,6 +165,47 @@ def pad_and_random_crop(image: tf.Tensor, pad: int, seed: tf.Tensor) -> tf.Tenso
     return tf.image.stateless_random_crop(padded, [height, width, channels], seed=seed)
 
 
+def random_erasing(
+    image: tf.Tensor,
+    seed: tf.Tensor,
+    probability: float,
+    area_range: tuple[float, float] = (0.02, 0.4),
+    aspect_range: tuple[float, float] = (0.3, 1 / 0.3),
+) -> tf.Tensor:
+    """Random erasing (Zhong et al. 2017): with ``probability``, a rectangle of the image
+    becomes uniform noise.
+
+    The rectangle covers a uniform ``area_range`` fraction of the image, with a
+    log-uniform aspect ratio in ``aspect_range``; a side longer than the image's is cut
+    to it (the paper draws again instead).
+
+    Args:
+        image: float tensor ``[H, W, C]`` with values in ``[0, 1]``.
+        seed: stateless seed pair.
+        probability: float in [0, 1].
+
+    Returns:
+        The image, its shape and dtype unchanged.
+    """
+    height, width, channels = image.shape
+    apply_seed, area_seed, aspect_seed, y_seed, x_seed, noise_seed = split_seed(seed, 6)
+    area = tf.random.stateless_uniform([], area_seed, *area_range) * height * width
+    log_aspect = tf.random.stateless_uniform(
+        [], aspect_seed, float(np.log(aspect_range[0])), float(np.log(aspect_range[1]))
+    )
+    aspect = tf.exp(log_aspect)
+    box_h = tf.clip_by_value(tf.cast(tf.round(tf.sqrt(area * aspect)), tf.int32), 1, height)
+    box_w = tf.clip_by_value(tf.cast(tf.round(tf.sqrt(area / aspect)), tf.int32), 1, width)
+    top = tf.random.stateless_uniform([], y_seed, 0, height - box_h + 1, dtype=tf.int32)
+    left = tf.random.stateless_uniform([], x_seed, 0, width - box_w + 1, dtype=tf.int32)
+    rows = tf.range(height)[:, None, None]
+    cols = tf.range(width)[None, :, None]
+    inside = (rows >= top) & (rows < top + box_h) & (cols >= left) & (cols < left + box_w)
+    applied = tf.random.stateless_uniform([], apply_seed) < probability
+    noise = tf.random.stateless_uniform([height, width, channels], noise_seed, dtype=image.dtype)
+    return tf.where(inside & applied, noise, image)
+
+
 def small_image_padding(size: int) -> int:
     """4 pixels at 32 px, scaled with the image side (3 at 28 px, 7 at 56 px)."""
     return max(1, round(4 * size / 32))

@@ -60,6 +60,18 @@ def _momentum(text: str) -> float:
     return value
 
 
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a probability in [0, 1]; received {text!r}"
+        ) from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1]; received {text!r}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -178,6 +190,13 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
         "whose mirror image is something else: digits, text, many signs",
     )
     parser.add_argument(
+        "--random-erasing",
+        type=_probability,
+        default=0.0,
+        help="probability of erasing a random rectangle (2-40%% of the image) of each "
+        "training image, Zhong et al. 2017 (default 0: off)",
+    )
+    parser.add_argument(
         "--bn-momentum",
         type=_momentum,
         default=0.99,
@@ -226,7 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data-dir", help="TFDS data_dir, idx-file folder or image root")
     evaluate.add_argument("--batch-size", type=_positive_int, default=128, help="batch size")
     evaluate.add_argument(
-        "--crops", choices=["single", "ten", "both"], default="both", help="crop protocol"
+        "--crops",
+        choices=[*CROPS, "both", "all"],
+        default="both",
+        help="single: one centre view; flip: it and its mirror image, averaged (test-time "
+        "augmentation); ten: GoogLeNet's 10 crops; both: single and ten (default); all",
     )
     evaluate.add_argument(
         "--plot-dir",
@@ -310,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             tuning.tune(TrainConfig(**options), tuning.TuneConfig(**tune_options), workdir)
         elif args.command == "evaluate":
-            crops = CROPS if args.crops == "both" else (args.crops,)
+            crops = {"both": ("single", "ten"), "all": CROPS}.get(args.crops, (args.crops,))
             results = evaluate_saved_model(
                 args.model_path,
                 dataset=args.dataset,

@@ -48,6 +48,8 @@ class TrainConfig:
         augment: bool. Training augmentation.
         flip: bool. Random horizontal flips in the augmentation; turn off for data whose
             mirror image is another thing (digits, text, many signs and charts).
+        random_erasing: float. Probability of random erasing (Zhong et al. 2017) per
+            training image, part of the augmentation; 0 turns it off.
         bn_momentum: float. Momentum of the batch-norm moving averages (the builders').
         precise_bn_images: int. Before every validation and before the final test and
             export, re-estimate every batch-norm layer's statistics over this many
@@ -82,6 +84,7 @@ class TrainConfig:
     deterministic: bool = False
     augment: bool = True
     flip: bool = True
+    random_erasing: float = 0.0
     bn_momentum: float = 0.99
     precise_bn_images: int = DEFAULT_PRECISE_BN_IMAGES
 
@@ -99,6 +102,15 @@ class TrainConfig:
         images = self.precise_bn_images
         if isinstance(images, bool) or not isinstance(images, int) or images < 0:
             raise ValueError(f"precise_bn_images must be an integer >= 0; received {images!r}")
+        if not 0 <= self.random_erasing <= 1:
+            raise ValueError(
+                f"random_erasing must be a probability in [0, 1]; received {self.random_erasing!r}"
+            )
+        if self.random_erasing and not self.augment:
+            raise ValueError(
+                "random_erasing is part of the training augmentation; received "
+                f"random_erasing={self.random_erasing!r} with augment=False"
+            )
         if not 0 <= self.bn_momentum < 1:
             raise ValueError(f"bn_momentum must be in [0, 1); received {self.bn_momentum!r}")
         check_warmup(get_preset(self.preset), self.warmup_epochs)

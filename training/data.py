@@ -95,6 +95,8 @@ class DataConfig:
             whose mirror image is something else: digits, text, many signs. Defaults to
             True.
         pca_lighting: bool. AlexNet PCA lighting noise on train (RGB only). Defaults to False.
+        random_erasing: float. Probability of random erasing (Zhong et al. 2017) per
+            training image; needs `augment`. Defaults to 0 (off).
         cache: bool or None. Cache decoded (or, for large images, encoded) examples before
             augmentation; None caches when they fit comfortably in memory.
     """
@@ -111,6 +113,7 @@ class DataConfig:
     augment: bool = True
     flip: bool = True
     pca_lighting: bool = False
+    random_erasing: float = 0.0
     cache: bool | None = None
 
     def __post_init__(self):
@@ -126,6 +129,15 @@ class DataConfig:
             raise ValueError(f"train_limit must be >= 1 or None; received {self.train_limit}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1); received {self.val_fraction}")
+        if not 0.0 <= self.random_erasing <= 1.0:
+            raise ValueError(
+                f"random_erasing must be a probability in [0, 1]; received {self.random_erasing}"
+            )
+        if self.random_erasing and not self.augment:
+            raise ValueError(
+                "random_erasing is part of the training augmentation; received "
+                f"random_erasing={self.random_erasing} with augment=False"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -341,6 +353,7 @@ def _build(
         fn = preprocess.train_fn(
             small=small, encoded=encoded, size=size, channels=channels,
             augment_images=config.augment, flip=config.flip, pca_lighting=config.pca_lighting,
+            random_erasing=config.random_erasing,
         )  # fmt: skip
     if fn is not None:
         # One stateless seed pair per example; a fresh sequence every epoch, the same

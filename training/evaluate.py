@@ -1,5 +1,6 @@
-"""Evaluating and exporting a saved model: single-crop and GoogLeNet's 10-crop, with a
-confusion matrix and per-class accuracy (where the model is wrong)."""
+"""Evaluating and exporting a saved model: single-crop, single-crop with its mirror image
+("flip", test-time augmentation) and GoogLeNet's 10-crop, with a confusion matrix and
+per-class accuracy (where the model is wrong)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import keras_inception as ki
 from training import data as data_lib
 from training.plots import plot_confusion
 
-CROPS = ("single", "ten")
+CROPS = ("single", "flip", "ten")
 
 
 def load_inference_model(path: str) -> keras.Model:
@@ -48,13 +49,16 @@ def per_class_accuracy(confusion: np.ndarray) -> list[float | None]:
     return [float(confusion[i, i] / total) if total else None for i, total in enumerate(totals)]
 
 
-def evaluate_model(model: keras.Model, dataset, *, ten_crop: bool = False) -> dict[str, Any]:
+def evaluate_model(
+    model: keras.Model, dataset, *, ten_crop: bool = False, flip: bool = False
+) -> dict[str, Any]:
     """Top-1, top-5, cross-entropy and the confusion matrix of `model` over
     `(images, labels)` batches (or `(images, labels, weights)`, where the examples of
     weight 0 are left out).
 
     With `ten_crop`, images are `[batch, 10, H, W, C]` and the ten softmax outputs of each
-    image are averaged (GoogLeNet, section 7).
+    image are averaged (GoogLeNet, section 7). With `flip`, each image's softmax output
+    is averaged with that of its mirror image.
 
     Returns:
         dict. `top1`, `top5`, `loss` (means over the kept examples), `images` (their
@@ -63,8 +67,11 @@ def evaluate_model(model: keras.Model, dataset, *, ten_crop: bool = False) -> di
         None for a label with no examples).
 
     Raises:
-        ValueError: the dataset is empty, or holds a label outside the model's classes.
+        ValueError: the dataset is empty, holds a label outside the model's classes, or
+            both `ten_crop` and `flip` are asked for (the ten crops hold mirror images).
     """
+    if ten_crop and flip:
+        raise ValueError("ten_crop already holds mirror images; received flip=True as well")
     hits1 = hits5 = count = 0
     nll = 0.0
     confusion = None
@@ -79,6 +86,9 @@ def evaluate_model(model: keras.Model, dataset, *, ten_crop: bool = False) -> di
             probs = probs.reshape(batch, crops, -1).mean(axis=1)
         else:
             probs = np.asarray(model.predict_on_batch(images), dtype="float64")
+            if flip:  # images are [batch, H, W, C]: mirror the W axis
+                mirrored = np.asarray(model.predict_on_batch(images[:, :, ::-1]), "float64")
+                probs = (probs + mirrored) / 2
         if weights:  # repeats that pad the split for the replicas (`Datasets.eval_padding`)
             keep = np.asarray(weights[0]).reshape(-1) > 0
             probs, labels = probs[keep], labels[keep]
@@ -203,7 +213,7 @@ def evaluate_saved_model(
             ),
             ten_crop=crop == "ten",
         )
-        result = evaluate_model(model, datasets.test, ten_crop=crop == "ten")
+        result = evaluate_model(model, datasets.test, ten_crop=crop == "ten", flip=crop == "flip")
         result["class_names"] = list(datasets.class_names)
         if datasets.skipped.count:
             result["skipped_files"] = datasets.skipped.count

@@ -36,6 +36,7 @@ def train_fn(
     augment_images: bool,
     flip: bool,
     pca_lighting: bool,
+    random_erasing: float = 0.0,
 ) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None:
     """``fn(x, seed)``: one training image, augmented with the stateless ``seed`` pair.
 
@@ -47,6 +48,8 @@ def train_fn(
         augment_images: bool. Random crop, flip and (large images) colour.
         flip: bool. Random horizontal flips in that augmentation.
         pca_lighting: bool. AlexNet PCA lighting noise (RGB).
+        random_erasing: float. Probability of erasing a random rectangle of a training
+            image (`augment.random_erasing`), with `augment_images` only.
 
     Returns:
         The function, float32 [size, size, channels] in [-1, 1]; None when there is no
@@ -56,7 +59,7 @@ def train_fn(
         return None
 
     def small_fn(x, seed):
-        crop_seed, flip_seed, pca_seed = augment.split_seed(seed, 3)
+        crop_seed, flip_seed, pca_seed, erase_seed = augment.split_seed(seed, 4)
         image = _resize_if_needed(_to_image(x, channels, encoded), size)
         image.set_shape([size, size, channels])
         if augment_images:
@@ -67,10 +70,12 @@ def train_fn(
         image = tf.cast(image, tf.float32) / 255.0
         if pca_lighting:
             image = augment.pca_lighting(image, pca_seed)
+        if augment_images and random_erasing:
+            image = augment.random_erasing(image, erase_seed, random_erasing)
         return augment.to_symmetric(image)
 
     def large_fn(x, seed):
-        crop_seed, flip_seed, color_seed, pca_seed = augment.split_seed(seed, 4)
+        crop_seed, flip_seed, color_seed, pca_seed, erase_seed = augment.split_seed(seed, 5)
         if not augment_images:
             image = _eval_large(x, size, channels, encoded)
         else:
@@ -85,6 +90,8 @@ def train_fn(
             image = augment.distort_color(image, color_seed)
         if pca_lighting:
             image = augment.pca_lighting(image, pca_seed)
+        if augment_images and random_erasing:
+            image = augment.random_erasing(image, erase_seed, random_erasing)
         return augment.to_symmetric(image)
 
     return small_fn if small else large_fn

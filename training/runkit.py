@@ -60,6 +60,7 @@ def load_data(config: TrainConfig, strategy: tf.distribute.Strategy | None) -> d
             deterministic=config.deterministic,
             augment=config.augment,
             flip=config.flip,
+            random_erasing=config.random_erasing,
         ),
         strategy=strategy,
     )
