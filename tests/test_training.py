@@ -328,15 +328,21 @@ def test_cli_end_to_end_two_replicas(fmnist_dir, tmp_path):
     )  # ten crops are other views than the single one
 
 
-def test_ten_crop_evaluation_averages_the_probabilities_of_the_crops():
+def _dense_probe(image_batch_shape):
+    """A softmax over 4 classes of 8x8 images, six random images of `image_batch_shape`
+    (6, ..., 8, 8, 1) with labels, and them as two batches."""
     rng = np.random.default_rng(0)
-    images = rng.normal(size=(6, 10, 8, 8, 1)).astype("float32")
+    images = rng.normal(size=image_batch_shape).astype("float32")
     labels = rng.integers(0, 4, 6).astype("int32")
     inputs = keras.Input((8, 8, 1))
     model = keras.Model(
         inputs, keras.layers.Dense(4, activation="softmax")(keras.layers.Flatten()(inputs))
     )
-    dataset = [(images[:4], labels[:4]), (images[4:], labels[4:])]
+    return model, images, labels, [(images[:4], labels[:4]), (images[4:], labels[4:])]
+
+
+def test_ten_crop_evaluation_averages_the_probabilities_of_the_crops():
+    model, images, labels, dataset = _dense_probe((6, 10, 8, 8, 1))
     result = evaluate_model(model, dataset, ten_crop=True)
     probs = model.predict(images.reshape(60, 8, 8, 1), verbose=0).reshape(6, 10, 4).mean(1)
     assert result["images"] == 6
@@ -348,14 +354,7 @@ def test_ten_crop_evaluation_averages_the_probabilities_of_the_crops():
 
 
 def test_flip_evaluation_averages_each_image_with_its_mirror_image():
-    rng = np.random.default_rng(0)
-    images = rng.normal(size=(6, 8, 8, 1)).astype("float32")
-    labels = rng.integers(0, 4, 6).astype("int32")
-    inputs = keras.Input((8, 8, 1))
-    model = keras.Model(
-        inputs, keras.layers.Dense(4, activation="softmax")(keras.layers.Flatten()(inputs))
-    )
-    dataset = [(images[:4], labels[:4]), (images[4:], labels[4:])]
+    model, images, labels, dataset = _dense_probe((6, 8, 8, 1))
     result = evaluate_model(model, dataset, flip=True)
     probs = (model.predict(images, verbose=0) + model.predict(images[:, :, ::-1], verbose=0)) / 2
     assert result["top1"] == pytest.approx(np.mean(probs.argmax(1) == labels))
