@@ -7,6 +7,7 @@ before TensorFlow's first op.
 """
 
 import csv
+import functools
 import json
 import os
 
@@ -84,6 +85,35 @@ def test_default_preset_warms_up_then_decays_to_zero():
     assert _lr(opt, 9) == pytest.approx(peak)
     assert _lr(opt, 30) < peak
     assert _lr(opt, 50) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_weight_decay_reads_the_schedule_once_a_step_with_kerass_numbers():
+    import tensorflow as tf
+
+    optimizer = presets.make_optimizer(
+        presets.get_preset("default"), steps_per_epoch=10, epochs=5, global_batch_size=256
+    )
+    keras_own = keras.optimizers.AdamW.from_config(optimizer.get_config())  # unpatched
+    assert type(optimizer) is keras.optimizers.AdamW  # serializes as Keras's own
+    rng = np.random.default_rng(0)
+    shapes = [(3, 4), (4,), (2, 2, 3)]
+    values = [rng.normal(size=s).astype("float32") for s in shapes]
+    grads = [tf.constant(rng.normal(size=s).astype("float32")) for s in shapes]
+    results, conds = [], []
+    for opt in (optimizer, keras_own):
+        variables = [keras.Variable(v) for v in values]
+        opt.build(variables)
+        step = tf.function(functools.partial(opt.apply, grads, variables))
+        graph = step.get_concrete_function().graph
+        # The warmup-cosine schedule is one cond: count where it is evaluated.
+        conds.append(sum(op.type in ("If", "StatelessIf") for op in graph.get_operations()))
+        for _ in range(12):  # through the warmup into the decay
+            step()
+        results.append([v.numpy() for v in variables])
+    assert conds == [2, 1 + len(shapes)]  # the decay and the update; Keras: 3 + 1
+    for ours, theirs in zip(*results, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    assert not np.array_equal(results[0][0], values[0])  # it trained
 
 
 def test_unknown_preset_and_bad_config():
