@@ -179,7 +179,7 @@ def digits_run(folder, workdir, precise_bn_images):
         batch_size=64, epochs=4, width_multiplier=0.25, min_depth=8, augment=False,
         learning_rate=0.004, precise_bn_images=precise_bn_images, seed=0,
     )  # fmt: skip
-    metrics = train_and_evaluate(config, workdir, verbose=0)
+    metrics = train_and_evaluate(config, workdir, verbose=0, export=False)
     with open(os.path.join(workdir, "history.csv")) as f:
         history = list(csv.DictReader(f))
     return metrics, history, training_mode_accuracy(workdir, folder)

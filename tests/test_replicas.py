@@ -103,7 +103,7 @@ def test_every_split_trains_and_evaluates_under_uneven_replicas(uneven_folder, r
             image_size=16, batch_size=8, epochs=1, width_multiplier=0.125, min_depth=4,
             replicas={replicas}, seed=1,
         )
-        metrics = train_and_evaluate(config, {workdir!r}, verbose=0)
+        metrics = train_and_evaluate(config, {workdir!r}, verbose=0, export=False)
         model = keras.saving.load_model({workdir!r} + "/model.keras", compile=False)
         evaluated = evaluate_saved_model(
             {workdir!r}, dataset="imagefolder", data_dir={uneven_folder!r}, batch_size=3

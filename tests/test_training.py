@@ -231,9 +231,11 @@ def test_interrupted_run_resumes_without_redoing_epochs(fmnist_dir, tmp_path, ca
         train_and_evaluate(config, workdir, verbose=0, extra_callbacks=[_StopAfterFirstEpoch()])
     assert [int(r["epoch"]) for r in read_history(workdir)] == [0]
     assert not os.path.exists(os.path.join(workdir, "metrics.json"))
-    metrics = train_and_evaluate(config, workdir, verbose=2)
+    metrics = train_and_evaluate(config, workdir, verbose=2, export=False)
     out = capsys.readouterr().out
     assert "epochs 1-1 are done; continuing at epoch 2 of 2" in out
+    assert not os.path.exists(os.path.join(workdir, "export"))  # export=False
+    assert "inference.keras, metrics.json" in out  # the summary lists no export/
     table = out[out.index("Test accuracy per class") :].splitlines()[1:12]  # verbose: printed
     assert table[0].startswith("class  name ") and table[1].split()[:2] == ["0", "T-shirt/top"]
     assert table[10].split()[:3] == ["9", "Ankle", "boot"]
@@ -471,13 +473,16 @@ def test_cli_help_documents_every_flag(command, capsys):
             assert action.help, f"{command} {action.option_strings[0]} has no help text"
 
 
-def test_cli_batch_norm_and_flip_flags_reach_the_config(monkeypatch, capsys):
+def test_cli_batch_norm_flip_and_export_flags_reach_the_run(monkeypatch, capsys):
     seen = {}
     monkeypatch.setattr(
-        "training.train.train_and_evaluate", lambda config, workdir, **_: seen.update(config=config)
+        "training.train.train_and_evaluate",
+        lambda config, workdir, **kwargs: seen.update(config=config, **kwargs),
     )
+    assert cli_main(["train", "--workdir", "w"]) == 0 and seen["export"] is True
     argv = ["train", "--no-flip", "--bn-momentum", "0.9", "--precise-bn-images", "0"]
-    assert cli_main([*argv, "--workdir", "w"]) == 0
+    assert cli_main([*argv, "--no-export", "--workdir", "w"]) == 0
+    assert seen["export"] is False
     config = seen["config"]
     assert (config.flip, config.bn_momentum, config.precise_bn_images) == (False, 0.9, 0)
     assert TrainConfig().flip and TrainConfig().precise_bn_images == 4096  # on by default

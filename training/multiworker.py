@@ -232,7 +232,12 @@ def weights_digest(model: keras.Model) -> str:
 
 
 def train_multiworker(
-    config: TrainConfig, workdir: str, placement: Placement, *, overwrite: bool = False
+    config: TrainConfig,
+    workdir: str,
+    placement: Placement,
+    *,
+    overwrite: bool = False,
+    export: bool = True,
 ) -> dict:
     """`train_and_evaluate` under MultiWorkerMirroredStrategy; every worker calls it.
 
@@ -253,7 +258,7 @@ def train_multiworker(
         None if placement.is_chief else tempfile.mkdtemp(prefix=f"keras-inception-worker{rank}-")
     )
     try:
-        return _train(config, workdir, placement, out_dir=scratch or workdir)
+        return _train(config, workdir, placement, out_dir=scratch or workdir, export=export)
     except _CLUSTER_ERRORS as err:
         raise ClusterError(
             f"worker {rank} lost the other workers ({type(err).__name__}: "
@@ -288,7 +293,9 @@ def _run_callbacks(
     )
 
 
-def _train(config: TrainConfig, workdir: str, placement: Placement, *, out_dir: str) -> dict:
+def _train(
+    config: TrainConfig, workdir: str, placement: Placement, *, out_dir: str, export: bool
+) -> dict:
     strategy, is_chief = placement.strategy, placement.is_chief
     policy = start_run(config)
     datasets = load_data(config, strategy)
@@ -386,7 +393,7 @@ def _train(config: TrainConfig, workdir: str, placement: Placement, *, out_dir: 
     _copy_weights(model, plain, optimizer, plain.optimizer)
     digest = weights_digest(plain)
     print(f"Worker {placement.rank}: final weights sha256 {digest}", flush=True)
-    inference = save_models(plain, out_dir)
+    inference = save_models(plain, out_dir, export=export)
     return write_metrics(
         out_dir,
         config,

@@ -16,7 +16,8 @@ A training run's workdir:
     best.keras      the best model by validation accuracy
     model.keras     the final model, with auxiliary heads
     inference.keras the final model without auxiliary heads (same weights)
-    export/         a SavedModel of the inference model (`model.export`)
+    export/         a SavedModel of the inference model (`model.export`; not with
+                    `export=False`, `--no-export`)
     metrics.json    test top-1, top-5, loss, per-class accuracy, images/s, epoch times,
                     skipped files
     logs/           TensorBoard
@@ -196,16 +197,18 @@ def backed_up_epochs(backup_dir: str) -> int:
     return int(read_json(path).get("epoch", 0))
 
 
-def save_models(model: keras.Model, workdir: str) -> keras.Model:
-    """Writes model.keras, inference.keras, export/ and curves.png; returns the inference
-    model (auxiliary heads stripped, same weights)."""
+def save_models(model: keras.Model, workdir: str, *, export: bool = True) -> keras.Model:
+    """Writes model.keras, inference.keras, export/ (when `export`; an earlier one is
+    removed either way) and curves.png; returns the inference model (auxiliary heads
+    stripped, same weights)."""
     model.save(os.path.join(workdir, "model.keras"))
     inference = ki.strip_aux_heads(model)
     inference.save(os.path.join(workdir, "inference.keras"))
     export_dir = os.path.join(workdir, "export")
     if os.path.isdir(export_dir):
         shutil.rmtree(export_dir)
-    inference.export(export_dir, verbose=False)
+    if export:
+        inference.export(export_dir, verbose=False)
     plot_curves(os.path.join(workdir, "history.csv"), os.path.join(workdir, "curves.png"))
     return inference
 
@@ -280,7 +283,8 @@ def write_metrics(
         f"{metrics['train_images_per_sec']:.0f} training images/s.\n"
         f"Workdir {workdir}: config.json, history.csv, curves.png, "
         f"{'confusion.png, ' if per_class else ''}best.keras, model.keras, inference.keras, "
-        "export/, metrics.json, logs/ (TensorBoard)."
+        f"{'export/, ' if os.path.isdir(os.path.join(workdir, 'export')) else ''}"
+        "metrics.json, logs/ (TensorBoard)."
     )
     return metrics
 
