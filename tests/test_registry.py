@@ -77,31 +77,57 @@ def test_every_model_is_covered():
     assert {"googlenet", "inception_v2", "inception_v3"} <= set(ki.list_models())
 
 
-@pytest.mark.parametrize(("name", "extra"), _configs())
-@pytest.mark.parametrize("aux_logits", [False, True])
-def test_keras_round_trip_in_fresh_process(name, extra, aux_logits, tmp_path):
-    model = ki.get_model(name, aux_logits=aux_logits, **extra, **SMALL)
+def _round_trip_cases():
+    return [
+        pytest.param(name, extra, aux_logits, id=f"{aux_logits}-{param.id}")
+        for aux_logits in (False, True)
+        for param in _configs()
+        for name, extra in [param.values]
+    ]
+
+
+@pytest.fixture(scope="module")
+def fresh_process_round_trips(tmp_path_factory):
+    """Saves every case's model and loads them all in ONE fresh process (safe_mode=True):
+    a Python + TensorFlow start is 7-10 s of 2 CPU cores, and each case pays it otherwise.
+    Returns {case id: (outputs before saving, outputs after loading)}."""
+    folder = tmp_path_factory.mktemp("round_trip")
     x = np.random.default_rng(1).normal(size=(2, 32, 32, 1)).astype("float32")
-    expected = model.predict(x, verbose=0)
-    path = tmp_path / "model.keras"
-    model.save(path)
-    np.save(tmp_path / "x.npy", x)
+    np.save(folder / "x.npy", x)
+    expected = {}
+    for case in _round_trip_cases():
+        name, extra, aux_logits = case.values
+        model = ki.get_model(name, aux_logits=aux_logits, **extra, **SMALL)
+        y = model.predict(x, verbose=0)
+        expected[case.id] = y if isinstance(y, dict) else {"out": y}
+        model.save(folder / f"{case.id}.keras")
     script = textwrap.dedent(
         f"""
         import json, numpy as np, keras
         import keras_inception  # registers the custom layers
-        model = keras.saving.load_model({str(path)!r}, safe_mode=True)
-        y = model.predict(np.load({str(tmp_path / "x.npy")!r}), verbose=0)
-        y = y if isinstance(y, dict) else {{"out": y}}
-        print(json.dumps({{k: np.asarray(v).tolist() for k, v in y.items()}}))
+        x = np.load({str(folder / "x.npy")!r})
+        loaded = {{}}
+        for case in {sorted(expected)!r}:
+            model = keras.saving.load_model({str(folder)!r} + f"/{{case}}.keras", safe_mode=True)
+            y = model.predict(x, verbose=0)
+            y = y if isinstance(y, dict) else {{"out": y}}
+            loaded[case] = {{k: np.asarray(v).tolist() for k, v in y.items()}}
+        print(json.dumps(loaded))
         """
     )
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
-    expected = expected if isinstance(expected, dict) else {"out": expected}
+    return {case: (expected[case], loaded[case]) for case in expected}
+
+
+@pytest.mark.parametrize(("name", "extra", "aux_logits"), _round_trip_cases())
+def test_keras_round_trip_in_fresh_process(name, extra, aux_logits, request):
+    case = request.node.callspec.id
+    expected, loaded = request.getfixturevalue("fresh_process_round_trips")[case]
     assert sorted(loaded) == sorted(expected)
+    assert (len(expected) > 1) == aux_logits, (name, extra)  # aux heads are extra outputs
     for key, value in expected.items():
         np.testing.assert_allclose(np.array(loaded[key]), value, rtol=1e-5, atol=1e-6)
 
