@@ -95,26 +95,43 @@ def test_replicas_with_multiworker_or_onedevice_is_refused(monkeypatch):
 
 def test_a_worker_alone_stops_naming_the_missing_one(tmp_path):
     """Worker 0 (which hosts TensorFlow's coordination service) and worker 1 each started
-    without the other: a one-line error naming the address, not a hang."""
-    ports = _free_ports(2)
-    workers = [f"127.0.0.1:{port}" for port in ports]
-    for index in range(2):
+    without the other: a one-line error naming the address, not a hang. The two run at
+    once, each in a cluster of its own ports, so neither can reach the other."""
+    addresses = [f"127.0.0.1:{port}" for port in _free_ports(4)]  # 4 distinct ports
+    clusters = [addresses[:2], addresses[2:]]
+    start = time.monotonic()
+    procs = []
+    for index, workers in enumerate(clusters):
         env = {**os.environ, "TF_CONFIG": _tf_config(workers, index=index)}
         argv = [sys.executable, "-m", "training", "train", "--connect-timeout", "3"]
         argv += ["--workdir", str(tmp_path / "run")]
-        start = time.monotonic()
-        result = subprocess.run(
-            argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        procs.append(
+            subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
         )
-        assert result.returncode == 2, result.stderr[-3000:]
-        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-        assert len(errors) == 1, result.stderr[-3000:]
-        assert (
-            f"worker {index} ({workers[index]}) could not reach the other workers within 3 s"
-            in errors[0]
-        )
-        assert f"not answering: {workers[1 - index]}" in errors[0]
-        assert time.monotonic() - start < 60
+    try:
+        for index, (proc, workers) in enumerate(zip(procs, clusters, strict=True)):
+            _, stderr = proc.communicate(timeout=120)
+            assert proc.returncode == 2, stderr[-3000:]
+            errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+            assert len(errors) == 1, stderr[-3000:]
+            assert (
+                f"worker {index} ({workers[index]}) could not reach the other workers within 3 s"
+                in errors[0]
+            )
+            assert f"not answering: {workers[1 - index]}" in errors[0]
+    finally:
+        for proc in procs:  # a worker still running after a failure
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert time.monotonic() - start < 60
     assert not (tmp_path / "run").exists()
 
 
