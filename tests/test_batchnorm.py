@@ -50,7 +50,9 @@ def test_one_batch_makes_inference_equal_training():
     assert seconds > 0
     trained, inferred = model(x, training=True), model(x, training=False)
     for name in ("main", "aux1", "aux2"):
-        np.testing.assert_allclose(inferred[name], trained[name], atol=1e-5)
+        # Float32 round-off: the population variance and the batch's are summed in
+        # different orders (oneDNN), 1e-5 apart in CI; a missed update is 0.05 off (below).
+        np.testing.assert_allclose(inferred[name], trained[name], rtol=1e-4, atol=1e-5)
     # The moving averages alone are far off after one training step: the test can fail.
     fresh = tiny_googlenet(aux_logits=True, aux_dropout=0.0)
     fresh(x, training=True)
