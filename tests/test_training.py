@@ -87,33 +87,153 @@ def test_default_preset_warms_up_then_decays_to_zero():
     assert _lr(opt, 50) == pytest.approx(0.0, abs=1e-9)
 
 
-def test_weight_decay_reads_the_schedule_once_a_step_with_kerass_numbers():
+def _train_twelve_steps(opt, values, grads, count_ops=("If", "StatelessIf")):
+    """`opt`'s weights after 12 `apply` steps from `values`, and how many of the ops in
+    the step's graph have a type in `count_ops`."""
     import tensorflow as tf
 
-    optimizer = presets.make_optimizer(
-        presets.get_preset("default"), steps_per_epoch=10, epochs=5, global_batch_size=256
-    )
-    keras_own = keras.optimizers.AdamW.from_config(optimizer.get_config())  # unpatched
-    assert type(optimizer) is keras.optimizers.AdamW  # serializes as Keras's own
+    variables = [keras.Variable(v) for v in values]
+    opt.build(variables)
+    step = tf.function(functools.partial(opt.apply, grads, variables))
+    graph = step.get_concrete_function().graph
+    counted = sum(op.type in count_ops for op in graph.get_operations())
+    for _ in range(12):  # through the warmup into the decay
+        step()
+    return [v.numpy() for v in variables], counted
+
+
+def _shapes_values_grads():
+    import tensorflow as tf
+
     rng = np.random.default_rng(0)
     shapes = [(3, 4), (4,), (2, 2, 3)]
     values = [rng.normal(size=s).astype("float32") for s in shapes]
     grads = [tf.constant(rng.normal(size=s).astype("float32")) for s in shapes]
-    results, conds = [], []
-    for opt in (optimizer, keras_own):
-        variables = [keras.Variable(v) for v in values]
-        opt.build(variables)
-        step = tf.function(functools.partial(opt.apply, grads, variables))
-        graph = step.get_concrete_function().graph
-        # The warmup-cosine schedule is one cond: count where it is evaluated.
-        conds.append(sum(op.type in ("If", "StatelessIf") for op in graph.get_operations()))
-        for _ in range(12):  # through the warmup into the decay
-            step()
-        results.append([v.numpy() for v in variables])
-    assert conds == [2, 1 + len(shapes)]  # the decay and the update; Keras: 3 + 1
-    for ours, theirs in zip(*results, strict=True):
-        np.testing.assert_array_equal(ours, theirs)
-    assert not np.array_equal(results[0][0], values[0])  # it trained
+    return shapes, values, grads
+
+
+def _default_optimizer():
+    return presets.make_optimizer(
+        presets.get_preset("default"), steps_per_epoch=10, epochs=5, global_batch_size=256
+    )
+
+
+def test_weight_decay_reads_the_schedule_once_a_step_with_kerass_numbers():
+    config = _default_optimizer().get_config()
+    decayed = presets.decay_with_one_learning_rate(keras.optimizers.AdamW.from_config(config))
+    keras_own = keras.optimizers.AdamW.from_config(config)  # unpatched
+    shapes, values, grads = _shapes_values_grads()
+    ours, our_conds = _train_twelve_steps(decayed, values, grads)
+    theirs, their_conds = _train_twelve_steps(keras_own, values, grads)
+    # The warmup-cosine schedule is one cond: counted where it is evaluated.
+    assert (our_conds, their_conds) == (
+        2,
+        1 + len(shapes),
+    )  # the decay and the update; Keras: 3 + 1
+    for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_array_equal(a, b)  # the same decay, to the bit
+    assert not np.array_equal(ours[0], values[0])  # it trained
+
+
+def test_default_optimizer_updates_with_one_fused_kernel_per_variable():
+    """`make_optimizer`'s AdamW: one ResourceApplyAdam per variable, Keras's numbers."""
+    optimizer = _default_optimizer()
+    assert type(optimizer) is keras.optimizers.AdamW  # serializes as Keras's own
+    keras_own = keras.optimizers.AdamW.from_config(optimizer.get_config())  # unpatched
+    shapes, values, grads = _shapes_values_grads()
+    ours, fused = _train_twelve_steps(optimizer, values, grads, ("ResourceApplyAdam",))
+    theirs, keras_fused = _train_twelve_steps(keras_own, values, grads, ("ResourceApplyAdam",))
+    assert (fused, keras_fused) == (len(shapes), 0)
+    for a, b, start in zip(ours, theirs, values, strict=True):
+        # Round-off only: the kernel orders the same float32 arithmetic its own way.
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+        assert np.abs(b - start).max() > 1e-3  # 100x the tolerance: the test can fail
+    # AMSGrad and other optimizers keep Keras's update.
+    amsgrad = keras.optimizers.AdamW(1e-3, amsgrad=True)
+    assert presets.fuse_adam_update(amsgrad).update_step.__func__ is type(amsgrad).update_step
+    sgd = keras.optimizers.SGD(0.1)
+    assert presets.fuse_adam_update(sgd).update_step.__func__ is type(sgd).update_step
+
+
+def test_fused_adam_leaves_sparse_gradients_to_keras():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(1)
+    table = rng.normal(size=(5, 3)).astype("float32")
+    sparse = tf.IndexedSlices(
+        tf.constant(rng.normal(size=(2, 3)).astype("float32")), tf.constant([1, 3]), [5, 3]
+    )
+    results = []
+    for opt in (
+        _default_optimizer(),
+        keras.optimizers.AdamW.from_config(_default_optimizer().get_config()),
+    ):
+        variable = keras.Variable(table)
+        opt.build([variable])
+        for _ in range(3):
+            opt.apply([sparse], [variable])
+        results.append(variable.numpy())
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-6, atol=1e-7)
+    assert not np.allclose(results[0], table)
+
+
+def test_fused_adam_updates_every_replica_under_mirrored_strategy():
+    """On 2 logical CPUs each replica's copy of every variable and slot gets the update
+    (a strategy's `update` hands the kernel that device's handles)."""
+    result = run_python(
+        """
+        import json, numpy as np
+        from training.strategy import make_strategy
+        strategy = make_strategy(2)  # logical CPUs: before any TensorFlow op
+        import keras
+        from training import presets
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(3, 16, 8, 8, 3)).astype("float32") * 2 + 1
+        y = rng.normal(size=(3, 16, 3)).astype("float32")
+        models = []
+        with strategy.scope():
+            for fused in (True, False):
+                keras.utils.set_random_seed(0)
+                model = keras.Sequential([
+                    keras.Input((8, 8, 3)),
+                    keras.layers.Conv2D(4, 3, use_bias=False),
+                    keras.layers.BatchNormalization(),
+                    keras.layers.ReLU(),
+                    keras.layers.GlobalAveragePooling2D(),
+                    keras.layers.Dense(3),
+                ])
+                optimizer = presets.make_optimizer(
+                    presets.get_preset("default"), steps_per_epoch=2, epochs=2,
+                    global_batch_size=16)
+                if not fused:
+                    optimizer = keras.optimizers.AdamW.from_config(optimizer.get_config())
+                model.compile(optimizer=optimizer, loss="mse")
+                models.append(model)
+        start = models[0].get_weights()
+        models[1].set_weights(start)
+        for xb, yb in zip(x, y):
+            for model in models:
+                model.train_on_batch(xb, yb)
+        fused, plain = models
+        copies = [v.value.values for v in fused.trainable_weights + fused.optimizer.variables
+                  if hasattr(v.value, "values")]
+        print(json.dumps({
+            "mirrored": len(copies),
+            "replicas_apart": max(float(np.abs(c[0].numpy() - c[1].numpy()).max()) for c in copies),
+            # per trained variable: how far the two runs are apart, and how far it moved
+            "apart_moved": [
+                [float(np.abs(a - b).max()), float(np.abs(b - s).max())]
+                for a, b, s, w in zip(fused.get_weights(), plain.get_weights(), start,
+                                      plain.weights) if w.trainable],
+        }))
+        """
+    )
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["mirrored"] > 10  # weights and Adam's slots, each with two copies
+    assert found["replicas_apart"] == 0
+    apart, moved = np.array(found["apart_moved"]).T
+    assert np.all(apart <= 1e-6 + 1e-2 * moved)  # round-off, against how far each one moved
+    assert moved.min() > 1e-4  # every one trained (at batch 16 the peak rate is 2.5e-4)
 
 
 def test_unknown_preset_and_bad_config():

@@ -82,7 +82,7 @@ def make_optimizer(
     optimizer = _preset_optimizer(
         preset, steps_per_epoch, epochs, global_batch_size, learning_rate, warmup_epochs
     )
-    return decay_with_one_learning_rate(optimizer)
+    return fuse_adam_update(decay_with_one_learning_rate(optimizer))
 
 
 def _preset_optimizer(
@@ -160,4 +160,58 @@ def decay_with_one_learning_rate(
         )
 
     optimizer._apply_weight_decay = apply_weight_decay
+    return optimizer
+
+
+# Dtypes that TensorFlow's ResourceApplyAdam kernel takes (CPU, GPU and XLA).
+_FUSED_ADAM_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
+
+
+def fuse_adam_update(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
+    """Makes `optimizer`'s Adam update one fused kernel per variable; returns it.
+
+    Keras 3's Adam (and AdamW) updates each variable with about a dozen small ops (the
+    moments, the bias correction, the step), traced once per variable: for a 1/4-width
+    GoogLeNet's 180 variables that is over 2,000 ops in the training step, which TensorFlow
+    traces, optimizes and runs one by one. Here each update is TensorFlow's
+    `ResourceApplyAdam`, the kernel tf.keras 2 used, which computes Keras's formula
+    (`m += (g - m)(1 - beta_1)`, `v += (g^2 - v)(1 - beta_2)`,
+    `var -= lr sqrt(1 - beta_2^t) / (1 - beta_1^t) m / (sqrt(v) + epsilon)`) in one pass.
+    AMSGrad, sparse gradients and other dtypes keep Keras's update. Only this instance
+    changes: it serializes as Keras's own optimizer, and a `.keras` file needs no `training`
+    to load. Other optimizers are returned as they are.
+    """
+    if type(optimizer) not in (keras.optimizers.Adam, keras.optimizers.AdamW):
+        return optimizer
+    if optimizer.amsgrad:
+        return optimizer
+    keras_update = optimizer.update_step
+
+    def update_step(gradient, variable, learning_rate):
+        if isinstance(variable, keras.Variable):
+            variable = variable.value  # the tf.Variable
+        dtype = variable.dtype
+        if isinstance(gradient, tf.IndexedSlices) or dtype not in _FUSED_ADAM_DTYPES:
+            return keras_update(gradient, variable, learning_rate)
+        index = optimizer._get_variable_index(variable)
+        m = optimizer._momentums[index].value
+        v = optimizer._velocities[index].value
+        step = tf.cast(optimizer.iterations + 1, dtype)
+        beta_1 = tf.cast(optimizer.beta_1, dtype)
+        beta_2 = tf.cast(optimizer.beta_2, dtype)
+        # In a strategy's update call every `.handle` is this device's copy.
+        tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle,
+            m=m.handle,
+            v=v.handle,
+            beta1_power=tf.pow(beta_1, step),
+            beta2_power=tf.pow(beta_2, step),
+            lr=tf.cast(learning_rate, dtype),
+            beta1=beta_1,
+            beta2=beta_2,
+            epsilon=tf.cast(optimizer.epsilon, dtype),
+            grad=tf.cast(gradient, dtype),
+        )
+
+    optimizer.update_step = update_step
     return optimizer
