@@ -8,6 +8,7 @@ up before TensorFlow's first op.
 """
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -129,6 +130,9 @@ def test_every_split_trains_and_evaluates_under_uneven_replicas(uneven_folder, r
     assert out["evaluated"]["single"]["top1"] == pytest.approx(metrics["top1"])
     if replicas > 1:
         assert "repeats" in result.stdout and f"{replicas} replicas" in result.stdout
+    # export=False: no SavedModel, and the summary does not list one.
+    assert not os.path.exists(os.path.join(workdir, "export"))
+    assert "inference.keras, metrics.json" in result.stdout
 
 
 def test_evaluation_splits_are_padded_with_zero_weight_repeats(uneven_folder):

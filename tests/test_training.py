@@ -6,8 +6,10 @@ logical CPU devices (MirroredStrategy) go to a fresh process: the devices must b
 before TensorFlow's first op.
 """
 
+import contextlib
 import csv
 import functools
+import io
 import json
 import os
 
@@ -252,14 +254,26 @@ def test_unknown_preset_and_bad_config():
 
 @pytest.fixture(scope="module")
 def finished_run(fmnist_dir, tmp_path_factory):
+    """A 3-epoch run (aux heads, export) that was interrupted after its first epoch and
+    resumed: one run serves the resume test and every test of a finished run's workdir.
+    Returns (config, workdir, metrics, {"history": the history at the interruption,
+    "out": what the resumed run printed})."""
     workdir = str(tmp_path_factory.mktemp("run"))
     config = TrainConfig(data_dir=fmnist_dir, epochs=3, **TINY)
-    metrics = train_and_evaluate(config, workdir, verbose=0)
-    return config, workdir, metrics
+    with pytest.raises(_Interrupt):
+        train_and_evaluate(config, workdir, verbose=0, extra_callbacks=[_StopAfterFirstEpoch()])
+    interrupted = {
+        "history": [int(r["epoch"]) for r in read_history(workdir)],
+        "metrics_written": os.path.exists(os.path.join(workdir, "metrics.json")),
+    }
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        metrics = train_and_evaluate(config, workdir, verbose=2)
+    return config, workdir, metrics, {**interrupted, "out": out.getvalue()}
 
 
 def test_run_writes_every_artifact(finished_run):
-    _, workdir, metrics = finished_run
+    _, workdir, metrics, _ = finished_run
     for name in (
         "config.json", "history.csv", "curves.png", "confusion.png", "best.keras",
         "model.keras", "inference.keras", "metrics.json", "export/saved_model.pb",
@@ -281,7 +295,7 @@ def test_run_writes_every_artifact(finished_run):
 def test_test_metrics_are_the_inference_models_on_the_test_images(finished_run, fmnist_dir):
     """metrics.json's top-1, top-5 and loss, recomputed with numpy from the idx files and
     the saved inference model."""
-    _, workdir, metrics = finished_run
+    _, workdir, metrics, _ = finished_run
     images = data.read_idx(os.path.join(fmnist_dir, "t10k-images-idx3-ubyte.gz"))
     labels = data.read_idx(os.path.join(fmnist_dir, "t10k-labels-idx1-ubyte.gz"))
     x = (images[..., None].astype("float32") / 255.0) * 2.0 - 1.0
@@ -300,7 +314,7 @@ def test_test_metrics_are_the_inference_models_on_the_test_images(finished_run, 
 
 
 def test_aux_targets_fan_out_and_loss_falls(finished_run):
-    _, workdir, metrics = finished_run
+    _, workdir, metrics, _ = finished_run
     history = read_history(workdir)
     assert [int(row["epoch"]) for row in history] == [0, 1, 2]
     assert {"main_loss", "aux1_loss", "aux2_loss", "val_main_accuracy"} <= set(history[0])
@@ -309,7 +323,7 @@ def test_aux_targets_fan_out_and_loss_falls(finished_run):
 
 
 def test_inference_model_has_no_aux_and_same_weights(finished_run):
-    _, workdir, _ = finished_run
+    _, workdir, _, _ = finished_run
     full = keras.saving.load_model(os.path.join(workdir, "model.keras"), compile=False)
     inference = keras.saving.load_model(os.path.join(workdir, "inference.keras"), compile=False)
     assert sorted(full.output) == ["aux1", "aux2", "main"]
@@ -321,7 +335,7 @@ def test_inference_model_has_no_aux_and_same_weights(finished_run):
 
 
 def test_rerunning_a_finished_run_trains_nothing(finished_run, capsys):
-    config, workdir, metrics = finished_run
+    config, workdir, metrics, _ = finished_run
     again = train_and_evaluate(config, workdir, verbose=0)
     assert again == json.loads(json.dumps(metrics))
     assert "already finished" in capsys.readouterr().out
@@ -329,7 +343,7 @@ def test_rerunning_a_finished_run_trains_nothing(finished_run, capsys):
 
 
 def test_workdir_with_another_config_is_refused(finished_run):
-    config, workdir, _ = finished_run
+    config, workdir, _, _ = finished_run
     changed = TrainConfig(**{**config.__dict__, "epochs": 4})
     with pytest.raises(ValueError, match=r"another configuration.*\['epochs'\]"):
         train_and_evaluate(changed, workdir, verbose=0)
@@ -344,26 +358,20 @@ class _StopAfterFirstEpoch(keras.callbacks.Callback):
         raise _Interrupt(f"killed after epoch {epoch + 1}")
 
 
-def test_interrupted_run_resumes_without_redoing_epochs(fmnist_dir, tmp_path, capsys):
-    workdir = str(tmp_path / "run")
-    config = TrainConfig(data_dir=fmnist_dir, epochs=2, aux=False, **TINY)
-    with pytest.raises(_Interrupt):
-        train_and_evaluate(config, workdir, verbose=0, extra_callbacks=[_StopAfterFirstEpoch()])
-    assert [int(r["epoch"]) for r in read_history(workdir)] == [0]
-    assert not os.path.exists(os.path.join(workdir, "metrics.json"))
-    metrics = train_and_evaluate(config, workdir, verbose=2, export=False)
-    out = capsys.readouterr().out
-    assert "epochs 1-1 are done; continuing at epoch 2 of 2" in out
-    assert not os.path.exists(os.path.join(workdir, "export"))  # export=False
-    assert "inference.keras, metrics.json" in out  # the summary lists no export/
+def test_interrupted_run_resumes_without_redoing_epochs(finished_run):
+    _, workdir, metrics, interrupted = finished_run
+    assert interrupted["history"] == [0] and not interrupted["metrics_written"]
+    out = interrupted["out"]
+    assert "epochs 1-1 are done; continuing at epoch 2 of 3" in out
+    assert "inference.keras, export/, metrics.json" in out  # the summary lists the export
     table = out[out.index("Test accuracy per class") :].splitlines()[1:12]  # verbose: printed
     assert table[0].startswith("class  name ") and table[1].split()[:2] == ["0", "T-shirt/top"]
     assert table[10].split()[:3] == ["9", "Ankle", "boot"]
-    assert [int(r["epoch"]) for r in read_history(workdir)] == [0, 1]  # epoch 1 not redone
-    assert len(metrics["epoch_times"]) == 2
+    assert [int(r["epoch"]) for r in read_history(workdir)] == [0, 1, 2]  # epoch 1 not redone
+    assert len(metrics["epoch_times"]) == 3
     model = keras.saving.load_model(os.path.join(workdir, "model.keras"))
     steps_per_epoch = -(-metrics["num_train"] // 32)
-    assert int(model.optimizer.iterations) == 2 * steps_per_epoch  # the optimizer resumed too
+    assert int(model.optimizer.iterations) == 3 * steps_per_epoch  # the optimizer resumed too
 
 
 class _StopAfterTraining(keras.callbacks.Callback):
@@ -521,7 +529,7 @@ def test_flip_evaluation_averages_each_image_with_its_mirror_image():
 def test_cli_evaluate_prints_the_per_class_table_and_plots_the_confusion_matrix(
     finished_run, fmnist_dir, tmp_path, capsys
 ):
-    _, workdir, metrics = finished_run
+    _, workdir, metrics, _ = finished_run
     argv = ["evaluate", workdir, "--data-dir", fmnist_dir, "--crops", "single"]
     assert cli_main(argv) == 0
     out = capsys.readouterr().out
@@ -553,7 +561,7 @@ def test_cli_evaluate_prints_the_per_class_table_and_plots_the_confusion_matrix(
 
 
 def test_cli_export(finished_run, tmp_path):
-    _, workdir, _ = finished_run
+    _, workdir, _, _ = finished_run
     assert cli_main(["export", workdir, "--output", str(tmp_path / "sm")]) == 0
     assert (tmp_path / "sm" / "saved_model.pb").exists()
 
