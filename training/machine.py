@@ -1,4 +1,5 @@
-"""What a run ran on: CPU model, cores, oneDNN, threads; printed and kept in metrics.json.
+"""What a run ran on: CPU (model name, family, model, vector extensions), cores, oneDNN,
+threads; printed and kept in metrics.json.
 
 A CPU-only figure means little without the CPU it was taken on: TensorFlow 2.21 trains
 our small models about twice as fast with oneDNN as without, and turns oneDNN off by
@@ -10,8 +11,9 @@ Examples:
 
 ```python
 >>> print(describe(info()))
-machine: AMD EPYC, 2 cores; oneDNN on (TF_ENABLE_ONEDNN_OPTS=1: keras-inception's
-default); threads: intra-op 0, inter-op 0 (0: TensorFlow's choice)
+machine: AMD EPYC (family 25, model 1, AVX2), 2 cores, no GPU; oneDNN on
+(TF_ENABLE_ONEDNN_OPTS=1: keras-inception's default); threads: intra-op 0, inter-op 0
+(0: TensorFlow's choice)
 ```
 """
 
@@ -25,17 +27,60 @@ from tensorflow.python.util import _pywrap_util_port
 
 import training
 
+# The /proc/cpuinfo flags behind TensorFlow 2.21's oneDNN default (any of the last four
+# turns it on) and the vector widths beside them. Our virtual machines name both a Zen 3
+# (AVX2 only) and a Zen 4 (AVX-512 with VNNI and BF16) "AMD EPYC", and the two train at
+# different speeds, so a figure needs the family, model and these flags beside the name.
+ISA_FLAGS = {
+    "avx2": "AVX2",
+    "avx512f": "AVX-512",
+    "avx512_vnni": "AVX512-VNNI",
+    "avx512_bf16": "AVX512-BF16",
+    "avx_vnni": "AVX-VNNI",
+    "amx_tile": "AMX",
+}
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (platform.processor() elsewhere)."""
+
+def cpuinfo_fields(text: str) -> dict[str, str]:
+    """The first processor's `key: value` lines of a /proc/cpuinfo text."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if fields:
+                break
+            continue
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def read_cpuinfo(path: str = "/proc/cpuinfo") -> dict[str, str]:
+    """`cpuinfo_fields` of the file at `path`; empty where there is none (not Linux)."""
     try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+        with open(path, encoding="utf-8") as f:
+            return cpuinfo_fields(f.read())
     except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+        return {}
+
+
+def cpu_model(fields: dict[str, str] | None = None) -> str:
+    """The CPU's model name from /proc/cpuinfo (platform.processor() elsewhere)."""
+    fields = read_cpuinfo() if fields is None else fields
+    return fields.get("model name") or platform.processor() or "unknown CPU"
+
+
+def cpu_signature(fields: dict[str, str]) -> str:
+    """ "family F, model M" from /proc/cpuinfo (AMD Zen 3 is 25/1, Zen 4 25/17); "" if absent."""
+    if "cpu family" in fields and "model" in fields:
+        return f"family {fields['cpu family']}, model {fields['model']}"
+    return ""
+
+
+def cpu_features(fields: dict[str, str]) -> list[str]:
+    """The `ISA_FLAGS` this CPU has, by their usual names, in `ISA_FLAGS` order."""
+    flags = set(fields.get("flags", "").split())
+    return [name for flag, name in ISA_FLAGS.items() if flag in flags]
 
 
 def usable_cores() -> int:
@@ -62,8 +107,11 @@ def onednn_setting() -> str:
 
 def info() -> dict:
     """The machine's details as plain values (for metrics.json)."""
+    fields = read_cpuinfo()
     return {
-        "cpu": cpu_model(),
+        "cpu": cpu_model(fields),
+        "cpu_signature": cpu_signature(fields),
+        "cpu_features": cpu_features(fields),
         "cores": usable_cores(),
         "gpus": len(tf.config.list_physical_devices("GPU")),
         "onednn": onednn_enabled(),
@@ -79,8 +127,14 @@ def describe(details: dict) -> str:
     """One line for the console from `info()`; says what to do when oneDNN is off."""
     gpus = f"{details['gpus']} GPU(s)" if details["gpus"] else "no GPU"
     omp = f", OMP_NUM_THREADS={details['omp_num_threads']}" if details["omp_num_threads"] else ""
+    identity = ", ".join(
+        part
+        for part in (details.get("cpu_signature"), " ".join(details.get("cpu_features", [])))
+        if part
+    )
+    cpu = f"{details['cpu']} ({identity})" if identity else details["cpu"]
     line = (
-        f"machine: {details['cpu']}, {details['cores']} cores, {gpus}; "
+        f"machine: {cpu}, {details['cores']} cores, {gpus}; "
         f"oneDNN {'on' if details['onednn'] else 'off'} ({details['onednn_setting']}); "
         f"threads: intra-op {details['intra_op_threads']}, inter-op "
         f"{details['inter_op_threads']} (0: TensorFlow's choice){omp}"
