@@ -2,7 +2,8 @@
 
 from training import machine
 
-# Trimmed from the two "AMD EPYC" virtual machines this project runs on.
+# Both report "AMD EPYC". ZEN4: trimmed from this project's Zen 4 virtual machine. ZEN3: an
+# EPYC 7003 (Milan) as AMD numbers it (family 19h = 25, model 1), not copied from our VM.
 ZEN3 = """processor\t: 0
 vendor_id\t: AuthenticAMD
 cpu family\t: 25
