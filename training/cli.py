@@ -235,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="multiworker: seconds to wait for every worker of TF_CONFIG (default 300)",
     )
     train.add_argument(
+        "--time-budget-minutes",
+        type=_positive_float,
+        help="wall-time budget: train as many of --epochs as fit, measured on this machine "
+        "before training (the schedule is made for that many; plan.json in the workdir)",
+    )
+    train.add_argument(
         "--no-export",
         dest="export",
         action="store_false",

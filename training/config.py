@@ -21,7 +21,7 @@ class TrainConfig:
         data_dir: str or None. TFDS data_dir, idx folder or image-folder root.
         image_size: int or None. Model input side; None keeps the dataset's own.
         batch_size: int. Global batch size (split across replicas).
-        epochs: int. Epochs to train.
+        epochs: int. Epochs to train; with `time_budget_minutes`, the most to train.
         train_limit: int or None. Use only the first N training examples.
         val_fraction: float. Held-out fraction where the data has no validation split.
         stem: str or None. Model stem; None: "small" for images <= 64 px, else "imagenet".
@@ -54,6 +54,9 @@ class TrainConfig:
         precise_bn_images: int. Before every validation and before the final test and
             export, re-estimate every batch-norm layer's statistics over this many
             training images (`training.batchnorm`); 0 keeps the moving averages.
+        time_budget_minutes: float or None. Wall-time budget of a `train_and_evaluate`
+            run: train as many of `epochs` as fit, measured on this machine before
+            training (`training.budget`); None trains exactly `epochs`.
     """
 
     model: str = "googlenet"
@@ -87,6 +90,7 @@ class TrainConfig:
     random_erasing: float = 0.0
     bn_momentum: float = 0.99
     precise_bn_images: int = DEFAULT_PRECISE_BN_IMAGES
+    time_budget_minutes: float | None = None
 
     def __post_init__(self):
         positive = {"batch_size": self.batch_size, "epochs": self.epochs}
@@ -110,6 +114,11 @@ class TrainConfig:
             raise ValueError(
                 "random_erasing is part of the training augmentation; received "
                 f"random_erasing={self.random_erasing!r} with augment=False"
+            )
+        budget = self.time_budget_minutes
+        if budget is not None and (isinstance(budget, bool) or not budget > 0):
+            raise ValueError(
+                f"time_budget_minutes must be a positive number or None; received {budget!r}"
             )
         if not 0 <= self.bn_momentum < 1:
             raise ValueError(f"bn_momentum must be in [0, 1); received {self.bn_momentum!r}")

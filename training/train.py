@@ -10,10 +10,13 @@ kit (`training.runkit`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import time
 
 import keras
 
+from training.budget import plan_run
 from training.config import TrainConfig
 from training.evaluate import evaluate_model, format_per_class
 from training.model_setup import (
@@ -69,9 +72,16 @@ def train_and_evaluate(
     skips the SavedModel (export/, about 30 s of a 2-core CPU for a GoogLeNet);
     `python -m training export` writes it later from the workdir.
     """
+    started = time.perf_counter()
     # The strategy first: logical CPU devices must exist before any TF op runs.
     placement = place(config.replicas, config.strategy, connect_timeout=connect_timeout)
     if placement.name == "multiworker":
+        if config.time_budget_minutes is not None:
+            raise ValueError(
+                "a time budget is not supported under the multiworker strategy (its workers "
+                "would have to agree on a measured plan); received time_budget_minutes="
+                f"{config.time_budget_minutes!r}"
+            )
         if extra_callbacks:
             raise ValueError(
                 "extra_callbacks are Keras fit callbacks; the multiworker loop does not call "
@@ -90,12 +100,16 @@ def train_and_evaluate(
         print(repeats_message(datasets, strategy.num_replicas_in_sync))
     with strategy.scope():
         model = build_model(config, datasets.image_shape, datasets.num_classes)
-        compile_model(model, config, num_train=datasets.num_train)
+    plan = plan_run(config, workdir, datasets, strategy, started=started)
+    # The budget's epochs from here on: the schedule, fit and metrics.json take them.
+    run = config if plan is None else dataclasses.replace(config, epochs=plan.epochs)
+    with strategy.scope():
+        compile_model(model, run, num_train=datasets.num_train)
     output_names = output_names_of(model)
 
     backup_dir = os.path.join(workdir, "backup")
     resumed_at = backed_up_epochs(backup_dir)
-    message = resume_message(workdir, resumed_at, config.epochs)
+    message = resume_message(workdir, resumed_at, run.epochs)
     if message:
         print(message)
     timer = EpochTimer(os.path.join(workdir, "epoch_times.json"), datasets.num_train)
@@ -120,7 +134,7 @@ def train_and_evaluate(
     history = model.fit(
         with_targets(datasets.train, output_names),
         validation_data=with_targets(datasets.validation, output_names),
-        epochs=config.epochs,
+        epochs=run.epochs,
         callbacks=callbacks,
         shuffle=False,  # the pipeline shuffles
         verbose=verbose,
@@ -133,14 +147,17 @@ def train_and_evaluate(
     test = evaluate_model(inference, datasets.test)
     metrics = write_metrics(
         workdir,
-        config,
+        run,
         datasets,
         test=test,
         timer=timer,
         params=(model.count_params(), inference.count_params()),
         replicas=strategy.num_replicas_in_sync,
         resume_dir=backup_dir,
-        extra=precise_bn_metrics(precise),
+        extra={
+            **precise_bn_metrics(precise),
+            **({"epoch_plan": dataclasses.asdict(plan)} if plan else {}),
+        },
     )
     if verbose:
         table = format_per_class(test["per_class"], test["confusion"], datasets.class_names)

@@ -406,6 +406,11 @@ def tune(
 
     Returns `{"rows": [...], "best": row or None, "objective": name}`.
     """
+    if config.time_budget_minutes is not None:
+        raise ValueError(
+            "the tuner trains each trial for --epochs (hyperband: up to it); a time budget "
+            f"is for single runs. Received time_budget_minutes={config.time_budget_minutes!r}"
+        )
     # Before any TF op: logical CPUs. Keras fit does not run under MultiWorkerMirroredStrategy.
     strategy = place(
         config.replicas, config.strategy, refuse_multiworker=_multiworker_refusal
