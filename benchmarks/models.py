@@ -10,12 +10,16 @@ interleaved with the models (round 1: A B C D, round 2: A B C D, ...; medians re
 * GoogLeNet without auxiliary heads for GoogLeNet with them (the cost of the aux heads).
 
 All models are compiled alike: SGD with momentum, sparse categorical cross-entropy,
-`jit_compile=False`, softmax outputs, random weights, one fixed random batch.
+`jit_compile=False`, softmax outputs, random weights, one fixed random batch, under one
+Keras dtype policy (`--policy`: float32 by default; `mixed_bfloat16` computes in bfloat16,
+which CPUs with AVX512-BF16 or AMX run on their bf16 units, and the matmul rate is then
+measured in bfloat16 too).
 
 Example:
 
 ```
 python -m benchmarks.models --batch-size 16 --rounds 3 --steps 2
+python -m benchmarks.models --models inception_v3 --policy mixed_bfloat16
 ```
 """
 
@@ -39,6 +43,7 @@ import tensorflow as tf  # noqa: E402
 import keras_inception as ki  # noqa: E402
 from benchmarks import common  # noqa: E402
 
+POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 MODELS = ("inception_v3", "keras_inception_v3", "googlenet", "googlenet_aux", "inception_v2")
 DEFAULT_MODELS = ("inception_v3", "keras_inception_v3", "googlenet", "googlenet_aux")
 # model -> the baseline its ratios are against.
@@ -53,6 +58,7 @@ COLUMNS = (
     "model",
     "input",
     "batch",
+    "policy",
     "params",
     "GMACs",
     "train img/s",
@@ -97,6 +103,12 @@ def build(name: str, size: int, classes: int, width: float = 1.0) -> keras.Model
     raise ValueError(f"unknown benchmark model {name!r}; choose from {list(MODELS)}")
 
 
+def conv_policy(model: keras.Model) -> str:
+    """The dtype policy the model's convolutions were built under (the run's policy)."""
+    conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
+    return conv.dtype_policy.name
+
+
 def prepare(name: str, size: int, batch: int, classes: int, width: float, seed: int) -> Bench:
     model = build(name, size, classes, width)
     loss = keras.losses.SparseCategoricalCrossentropy()
@@ -116,7 +128,17 @@ def prepare(name: str, size: int, batch: int, classes: int, width: float, seed: 
 
 
 def run(args: argparse.Namespace) -> list[dict]:
-    """Measures every model of `args.models`; returns the table rows (see `COLUMNS`)."""
+    """Measures every model of `args.models` under the dtype policy `args.policy`;
+    returns the table rows (see `COLUMNS`). The global policy is restored afterwards."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(args.policy)
+    try:
+        return _run(args)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _run(args: argparse.Namespace) -> list[dict]:
     keras.utils.set_random_seed(args.seed)
     names = list(dict.fromkeys(args.models))
     for name in names:
@@ -132,7 +154,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     benches = [
         prepare(n, size_of[n], args.batch_size, args.classes, args.width, args.seed) for n in names
     ]
-    matmul = common.MatmulRate(args.matmul_size)
+    matmul_dtype = keras.config.dtype_policy().compute_dtype
+    matmul = common.MatmulRate(args.matmul_size, dtype=matmul_dtype)
     for bench in benches:  # trace and warm up
         for _ in range(args.warmup):
             bench.model.train_on_batch(bench.x, bench.y)
@@ -178,6 +201,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                 "model": bench.name,
                 "input": f"{bench.size}x{bench.size}",
                 "batch": args.batch_size,
+                "policy": conv_policy(bench.model),
                 "params": bench.model.count_params(),
                 "GMACs": bench.macs / 1e9,
                 "train img/s": train_rate,
@@ -190,7 +214,8 @@ def run(args: argparse.Namespace) -> list[dict]:
                 "infer % matmul": 100 * infer_gflops / matmul_gflops,
             }
         )
-    rows.append({"model": f"fp32 matmul {args.matmul_size}^2", "train GFLOP/s": matmul_gflops})
+    label = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[matmul_dtype]
+    rows.append({"model": f"{label} matmul {args.matmul_size}^2", "train GFLOP/s": matmul_gflops})
     return rows
 
 
@@ -210,6 +235,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=common.positive_int, default=3, help="A B A B rounds")
     parser.add_argument("--steps", type=common.positive_int, default=2, help="steps per round")
     parser.add_argument("--matmul-size", type=common.positive_int, default=2048)
+    parser.add_argument("--policy", choices=POLICIES, default="float32", help="dtype policy")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -220,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     print(common.machine_description())
     rows = run(args)
     print(
-        f"batch {args.batch_size}; {args.rounds} rounds x {args.steps} steps after "
+        f"policy {args.policy}; batch {args.batch_size}; {args.rounds} rounds x {args.steps} steps after "
         f"{args.warmup} warm-up; medians; ratios are per round against the baseline column."
     )
     print(common.FLOP_CONVENTION)

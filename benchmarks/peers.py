@@ -25,7 +25,11 @@ Loss: sparse cross-entropy on the main output plus, where the model has auxiliar
 heads, 0.3 x that of each (`keras_inception.default_loss_weights`); torch's
 `cross_entropy` on logits, Keras's on the softmax outputs (which Keras computes from the
 logits). Ours: `model.compile(..., jit_compile=False)` and `train_on_batch`, as
-benchmarks/fused_bn.py and models.py time it. Each twin is timed in two memory layouts,
+benchmarks/fused_bn.py and models.py time it. Precision (`--precision`): float32 on both
+sides by default; `bfloat16` builds ours under Keras's `mixed_bfloat16` policy (bfloat16
+compute, float32 weights and softmax outputs) and runs the twin's forward pass and loss
+under `torch.autocast("cpu", dtype=torch.bfloat16)` (float32 weights; torch's own CPU
+mixed-precision recipe), so both use the bf16 units of CPUs with AVX512-BF16 or AMX. Each twin is timed in two memory layouts,
 NCHW (torch's default) and channels_last (`model.to(memory_format=torch.channels_last)`,
 input likewise), and our speed is compared with the faster of the two.
 
@@ -56,6 +60,7 @@ Example:
 python -m benchmarks.peers --rounds 3 --steps 3
 python -m benchmarks.peers --models googlenet_demo --rounds 1 --steps 1 --demo-batch-size 8
 python -m benchmarks.peers --models googlenet_demo googlenet_demo_aux
+python -m benchmarks.peers --models googlenet_224 --precision bfloat16
 ```
 """
 
@@ -100,6 +105,11 @@ if not IS_WORKER:
 MODELS = ("googlenet_demo", "googlenet_demo_aux", "googlenet_224")
 DEFAULT_MODELS = ("googlenet_demo", "googlenet_224")
 LAYOUTS = ("nchw", "channels_last")
+# --precision -> (our Keras dtype policy, the twin's autocast dtype or None).
+PRECISIONS: Mapping[str, tuple[str, str | None]] = {
+    "float32": ("float32", None),
+    "bfloat16": ("mixed_bfloat16", "bfloat16"),
+}
 TARGET = 1.5  # ours / the faster torch twin, images/s (issue 13)
 EXTRA = "pip install -e '.[torch]'"
 COLUMNS = (
@@ -107,6 +117,7 @@ COLUMNS = (
     "input",
     "batch",
     "optimizer",
+    "precision",
     "params",
     "torch params",
     "ours img/s",
@@ -200,9 +211,19 @@ def batch_size(name: str, args: argparse.Namespace) -> int:
     return getattr(args, SPECS[name].batch_option.lstrip("-").replace("-", "_"))
 
 
-def build_ours(name: str) -> keras.Model:
+def build_ours(name: str, policy: str = "float32") -> keras.Model:
     """Our Keras model `name` of `MODELS` (softmax outputs; `googlenet_demo` has one,
-    the others a dict with both auxiliary heads)."""
+    the others a dict with both auxiliary heads), built under the dtype policy `policy`
+    (the global policy is restored afterwards)."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        return _build_ours(name)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _build_ours(name: str) -> keras.Model:
     if name in common.DEMO_MODELS:
         return common.build_demo(name)
     if name == "googlenet_224":
@@ -327,8 +348,9 @@ class TorchPeer:
     * `build` (`id`, `model`, `twin`, `graph`, `layout`, `batch`, `input_shape`,
       `classes`, `optimizer`, `loss_weights`, `seed`): a model and its optimizer and
       fixed batch, kept under `id`; replies its trainable parameter count;
-    * `train` (`id`, `steps`): `steps` training steps; replies their `seconds` and the
-      last `loss`;
+    * `train` (`id`, `steps`): `steps` training steps; replies their `seconds`, the
+      last `loss`, and the dtype of the main (or only) logits (`output_dtype`: bfloat16 under
+      autocast);
     * `infer` (`graph`, `weights`, `inputs`, `outputs`): the twin of `graph` with the
       Keras weights of the .npz `weights` (`export_weights`), in eval mode, on the NHWC
       batch `x` of .npz `inputs`; writes its outputs as Keras gives them (softmax
@@ -435,7 +457,8 @@ def prepare(name: str, args: argparse.Namespace, peer: TorchPeer) -> Bench:
     spec = SPECS[name]
     batch = batch_size(name, args)
     keras.utils.set_random_seed(args.seed)
-    model = build_ours(name)
+    policy, autocast = PRECISIONS[args.precision]
+    model = build_ours(name, policy)
     compile_ours(model, spec.optimizer)
     input_shape = [spec.size, spec.size, spec.channels]
     x, labels = fixed_batch(input_shape, spec.classes, batch, args.seed)
@@ -456,6 +479,7 @@ def prepare(name: str, args: argparse.Namespace, peer: TorchPeer) -> Bench:
             optimizer={"name": spec.optimizer, **OPTIMIZERS[spec.optimizer]},
             loss_weights=ki.default_loss_weights(model),
             seed=args.seed,
+            autocast=autocast,
         )
         bench.torch_params = reply["trainable_params"]
     return bench
@@ -513,6 +537,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                 "input": f"{bench.spec.size}x{bench.spec.size}x{bench.spec.channels}",
                 "batch": bench.batch,
                 "optimizer": OPTIMIZER_LABELS[bench.spec.optimizer],
+                "precision": precision_label(args.precision),
                 "params": bench.params,
                 "torch params": bench.torch_params,
                 "ours img/s": medians["ours"],
@@ -525,6 +550,12 @@ def run(args: argparse.Namespace) -> list[dict]:
             }
         )
     return rows
+
+
+def precision_label(precision: str) -> str:
+    """The table's precision cell: our policy, and the twin's autocast if any."""
+    policy, autocast = PRECISIONS[precision]
+    return policy if autocast is None else f"{policy} / autocast {autocast}"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -554,6 +585,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--torch-threads", type=int, default=0, help="torch's threads (0: the usable cores)"
     )
+    parser.add_argument(
+        "--precision",
+        choices=list(PRECISIONS),
+        default="float32",
+        help="float32 on both sides, or bfloat16: mixed_bfloat16 ours, autocast the twin",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.torch_threads < 0:
@@ -572,7 +609,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     rows = run(args)
     print(
         "ours: Keras train_on_batch, jit_compile=False; torch: eager; same batch, loss "
-        "(main + 0.3 x each aux head, if any) and optimizer. "
+        f"(main + 0.3 x each aux head, if any), optimizer and precision "
+        f"({precision_label(args.precision)}). "
         f"{args.rounds} rounds x {args.steps} training steps after {args.warmup} warm-up, "
         "interleaved (ours, torch NCHW, torch channels_last); medians; ratio: ours img/s / "
         f"the faster torch layout's, per round, then the median; target {TARGET}x "
@@ -915,6 +953,10 @@ class TorchBench:
         )
         self.y = torch.from_numpy(y)
         self.loss_weights = dict(request["loss_weights"])
+        autocast = request.get("autocast")
+        if autocast not in (None, "bfloat16"):
+            raise ValueError(f"unknown autocast dtype {autocast!r}; choose from [None, 'bfloat16']")
+        self.autocast = autocast
         self.optimizer = torch_optimizer(self.model.parameters(), request["optimizer"])
         self.trainable_params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
@@ -926,13 +968,19 @@ class TorchBench:
         return {"main": out.logits, "aux1": out.aux_logits1, "aux2": out.aux_logits2}
 
     def step(self):
+        import torch
         from torch.nn import functional as F
 
         self.optimizer.zero_grad(set_to_none=True)
-        outputs = self.outputs()
-        loss = sum(w * F.cross_entropy(outputs[k], self.y) for k, w in self.loss_weights.items())
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast is not None):
+            outputs = self.outputs()
+            loss = sum(
+                w * F.cross_entropy(outputs[k], self.y) for k, w in self.loss_weights.items()
+            )
         loss.backward()
         self.optimizer.step()
+        main = outputs["main"] if "main" in outputs else next(iter(outputs.values()))
+        self.output_dtype = str(main.dtype).removeprefix("torch.")
         return loss
 
     def train(self, steps: int) -> dict:
@@ -941,7 +989,11 @@ class TorchBench:
         for _ in range(steps):
             loss = self.step()
         value = float(loss.item())  # torch on CPU is synchronous; this reads the result
-        return {"seconds": time.perf_counter() - start, "loss": value}
+        return {
+            "seconds": time.perf_counter() - start,
+            "loss": value,
+            "output_dtype": self.output_dtype,
+        }
 
 
 def torch_optimizer(parameters, settings: Mapping):

@@ -51,6 +51,18 @@ def test_models_table(capsys):
     assert rows[-1]["model"].startswith("fp32 matmul") and rows[-1]["train GFLOP/s"] > 0
 
 
+def test_models_run_under_the_policy_asked_for_and_restore_it():
+    args = models.parse_args(
+        ["--models", "googlenet", "--width", "0.125", "--googlenet-size", "32",
+         "--batch-size", "2", "--rounds", "1", "--steps", "1", "--matmul-size", "32",
+         "--classes", "10", "--policy", "mixed_bfloat16"]
+    )  # fmt: skip
+    rows = models.run(args)
+    assert rows[0]["policy"] == "mixed_bfloat16" and rows[0]["train img/s"] > 0
+    assert rows[-1]["model"] == "bf16 matmul 32^2"
+    assert keras.config.dtype_policy().name == "float32"
+
+
 def test_models_rejects_unknown_model():
     with pytest.raises(SystemExit):
         models.parse_args(["--models", "resnet"])

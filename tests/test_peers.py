@@ -164,6 +164,24 @@ def test_table_for_both_models(capsys):
     assert f"| {rows[0]['model']} " in out
 
 
+def test_bfloat16_runs_both_sides_in_bfloat16(capsys):
+    args = peers.parse_args(
+        ["--models", "googlenet_demo", "--demo-batch-size", "8", "--precision", "bfloat16"]
+    )
+    with peers.TorchPeer() as peer:
+        bench = peers.prepare("googlenet_demo", args, peer)
+        replies = [
+            peer.request("train", id=bench.torch_id(layout), steps=1) for layout in peers.LAYOUTS
+        ]
+    convs = [layer for layer in bench.model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert {layer.compute_dtype for layer in convs} == {"bfloat16"}
+    assert bench.model.output.dtype == "float32"  # the softmax output stays float32
+    assert keras.config.dtype_policy().name == "float32"  # restored after the build
+    for reply in replies:
+        assert reply["output_dtype"] == "bfloat16" and math.isfinite(reply["loss"])
+    assert peers.precision_label("bfloat16") == "mixed_bfloat16 / autocast bfloat16"
+
+
 def test_each_model_has_its_batch_option():
     args = peers.parse_args([])
     assert args.models == ["googlenet_demo", "googlenet_224"]
