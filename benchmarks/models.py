@@ -246,8 +246,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     print(common.machine_description())
     rows = run(args)
     print(
-        f"policy {args.policy}; batch {args.batch_size}; {args.rounds} rounds x {args.steps} steps after "
-        f"{args.warmup} warm-up; medians; ratios are per round against the baseline column."
+        f"policy {args.policy}; batch {args.batch_size}; {args.rounds} rounds x {args.steps} "
+        f"steps after {args.warmup} warm-up; medians; ratios are per round against the "
+        "baseline column."
     )
     print(common.FLOP_CONVENTION)
     print(common.format_table(rows, COLUMNS))

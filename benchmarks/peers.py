@@ -29,9 +29,10 @@ benchmarks/fused_bn.py and models.py time it. Precision (`--precision`): float32
 sides by default; `bfloat16` builds ours under Keras's `mixed_bfloat16` policy (bfloat16
 compute, float32 weights and softmax outputs) and runs the twin's forward pass and loss
 under `torch.autocast("cpu", dtype=torch.bfloat16)` (float32 weights; torch's own CPU
-mixed-precision recipe), so both use the bf16 units of CPUs with AVX512-BF16 or AMX. Each twin is timed in two memory layouts,
-NCHW (torch's default) and channels_last (`model.to(memory_format=torch.channels_last)`,
-input likewise), and our speed is compared with the faster of the two.
+mixed-precision recipe), so both use the bf16 units of CPUs with AVX512-BF16 or AMX.
+Each twin is timed in two memory layouts, NCHW (torch's default) and channels_last
+(`model.to(memory_format=torch.channels_last)`, input likewise), and our speed is compared
+with the faster of the two.
 
 torch and TensorFlow in one process crash after a torch forward pass (two OpenMP
 runtimes), so the torch side runs in a child process: this file run with `--torch-worker`,
@@ -346,11 +347,12 @@ class TorchPeer:
 
     * `info`: torch's version, threads, oneDNN; torchvision's version if installed;
     * `build` (`id`, `model`, `twin`, `graph`, `layout`, `batch`, `input_shape`,
-      `classes`, `optimizer`, `loss_weights`, `seed`): a model and its optimizer and
-      fixed batch, kept under `id`; replies its trainable parameter count;
+      `classes`, `optimizer`, `loss_weights`, `seed`, `autocast`: null or "bfloat16"): a
+      model and its optimizer and fixed batch, kept under `id`; replies its trainable
+      parameter count;
     * `train` (`id`, `steps`): `steps` training steps; replies their `seconds`, the
-      last `loss`, and the dtype of the main (or only) logits (`output_dtype`: bfloat16 under
-      autocast);
+      last `loss`, and the dtype of the main (or only) logits (`output_dtype`: bfloat16
+      under autocast);
     * `infer` (`graph`, `weights`, `inputs`, `outputs`): the twin of `graph` with the
       Keras weights of the .npz `weights` (`export_weights`), in eval mode, on the NHWC
       batch `x` of .npz `inputs`; writes its outputs as Keras gives them (softmax
