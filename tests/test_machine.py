@@ -54,3 +54,19 @@ def test_describe_names_family_model_and_flags():
     )
     line = machine.describe({**details, "cpu_signature": "", "cpu_features": []})
     assert line.startswith("machine: AMD EPYC, ")
+
+
+def test_bfloat16_note_only_where_the_cpu_lacks_bf16_instructions():
+    zen3 = {"gpus": 0, "cpu_features": machine.cpu_features(machine.cpuinfo_fields(ZEN3))}
+    zen4 = {"gpus": 0, "cpu_features": machine.cpu_features(machine.cpuinfo_fields(ZEN4))}
+    note = machine.bfloat16_note(zen3, "mixed_bfloat16")
+    assert note.startswith("note: mixed_bfloat16 on a CPU without bfloat16 instructions")
+    assert "this one has AVX2)" in note
+    assert machine.bfloat16_note(zen4, "mixed_bfloat16") is None
+    assert (
+        machine.bfloat16_note({"gpus": 0, "cpu_features": ["AVX2", "AMX"]}, "mixed_bfloat16")
+        is None
+    )
+    assert machine.bfloat16_note(zen3, "float32") is None
+    assert machine.bfloat16_note({**zen3, "gpus": 1}, "mixed_bfloat16") is None
+    assert "none of the flags read" in machine.bfloat16_note({"gpus": 0}, "mixed_bfloat16")

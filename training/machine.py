@@ -149,3 +149,27 @@ def describe(details: dict) -> str:
             f"{training.ONEDNN_VARIABLE}=1 in the environment, or before importing TensorFlow."
         )
     return line
+
+
+# cpu_features names of the instructions that compute in bfloat16 (AMX: Sapphire Rapids'
+# tiles, whose bf16 multiply comes with them on every AMX CPU so far).
+BFLOAT16_FEATURES = ("AVX512-BF16", "AMX")
+
+
+def bfloat16_note(details: dict, policy: str) -> str | None:
+    """A note for the console when `policy` computes in bfloat16 on a CPU (no GPU) that
+    has none of `BFLOAT16_FEATURES`; None otherwise. Such CPUs have no bfloat16
+    arithmetic, so mixed precision may not pay there (not measured on one here); on the
+    Zen 4's AVX512-BF16 it trained InceptionV3 1.75x faster (README)."""
+    if policy != "mixed_bfloat16" or details["gpus"]:
+        return None
+    features = details.get("cpu_features", [])
+    if any(name in features for name in BFLOAT16_FEATURES):
+        return None
+    has = " ".join(features) or "none of the flags read"
+    return (
+        f"note: mixed_bfloat16 on a CPU without bfloat16 instructions (AVX512-BF16 or AMX; "
+        f"this one has {has}): bfloat16 is converted in software here and may train slower "
+        f"than float32. Compare first: python -m benchmarks.models --models googlenet "
+        f"--policy mixed_bfloat16, then without --policy."
+    )

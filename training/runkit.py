@@ -43,6 +43,9 @@ def start_run(config: TrainConfig, *, verbose: bool = True) -> str:
         tf.config.experimental.enable_op_determinism()
     policy = mixed_precision_policy() if config.mixed_precision else "float32"
     keras.config.set_dtype_policy(policy)
+    note = machine.bfloat16_note(machine.info(), policy) if verbose else None
+    if note:
+        print(note)
     return policy
 
 
