@@ -82,7 +82,10 @@ FMNIST_SEED ?= 0
 FMNIST_EPOCHS ?= 24
 # Minutes for the training run: as many of FMNIST_EPOCHS as this CPU fits (empty: no budget).
 FMNIST_BUDGET ?= 55
-FMNIST_FLAGS ?= --model googlenet --dataset fashion_mnist --stem small_pool --width-multiplier 0.25 --min-depth 16 --dropout 0 --no-aux --epochs $(FMNIST_EPOCHS) $(if $(FMNIST_BUDGET),--time-budget-minutes $(FMNIST_BUDGET)) --batch-size 256
+# More train flags, e.g. FMNIST_EXTRA=--mixed-precision: bfloat16, 1.3x faster on CPUs with
+# AVX512-BF16 or AMX (35 instead of 46 minutes on the Zen 4 EPYC, README).
+FMNIST_EXTRA ?=
+FMNIST_FLAGS ?= --model googlenet --dataset fashion_mnist --stem small_pool --width-multiplier 0.25 --min-depth 16 --dropout 0 --no-aux --epochs $(FMNIST_EPOCHS) $(if $(FMNIST_BUDGET),--time-budget-minutes $(FMNIST_BUDGET)) --batch-size 256 $(FMNIST_EXTRA)
 
 fmnist: install fmnist-data
 	$(BIN)/python -m training train $(FMNIST_FLAGS) --seed $(FMNIST_SEED) --workdir $(FMNIST_WORKDIR)
