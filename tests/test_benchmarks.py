@@ -51,6 +51,7 @@ def test_models_table(capsys):
     assert rows[-1]["model"].startswith("fp32 matmul") and rows[-1]["train GFLOP/s"] > 0
 
 
+@pytest.mark.large  # 14 s: builds and trains a GoogLeNet, like test_models_table
 def test_models_run_under_the_policy_asked_for_and_restore_it():
     args = models.parse_args(
         ["--models", "googlenet", "--width", "0.125", "--googlenet-size", "32",
