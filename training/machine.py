@@ -169,7 +169,7 @@ def bfloat16_note(details: dict, policy: str) -> str | None:
     has = " ".join(features) or "none of the flags read"
     return (
         f"note: mixed_bfloat16 on a CPU without bfloat16 instructions (AVX512-BF16 or AMX; "
-        f"this one has {has}): bfloat16 is converted in software here and may train slower "
-        f"than float32. Compare first: python -m benchmarks.models --models googlenet "
-        f"--policy mixed_bfloat16, then without --policy."
+        f"this one has {has}): it has no bfloat16 arithmetic, so this may train slower "
+        "than float32. Compare first: python -m benchmarks.models --models googlenet "
+        "--policy mixed_bfloat16, then without --policy."
     )
