@@ -58,7 +58,7 @@ def test_plan_applies_the_safety_factor_to_the_measured_times():
 
 @pytest.mark.parametrize("value", [0, -1.0, True])
 def test_config_refuses_a_budget_that_is_not_positive(value):
-    with pytest.raises(ValueError, match=f"time_budget_minutes must be a positive number or None; "
+    with pytest.raises(ValueError, match=f"time_budget_minutes must be a positive number; "
                        f"received {value!r}"):  # fmt: skip
         TrainConfig(time_budget_minutes=value)
 

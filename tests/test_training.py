@@ -243,10 +243,19 @@ def test_unknown_preset_and_bad_config():
         presets.get_preset("adam")
     with pytest.raises(ValueError, match="epochs must be a positive integer; received 0"):
         TrainConfig(epochs=0)
-    with pytest.raises(ValueError, match=r"stem must be one of \['imagenet', 'small'\] for "):
+    with pytest.raises(
+        ValueError,
+        match=r"stem must be one of \['imagenet', 'small'\]; received stem='small_pool' with "
+        r"model='inception_v3'",
+    ):
         TrainConfig(model="inception_v3", stem="small_pool")
-    with pytest.raises(ValueError, match="unknown model 'googlenet2'"):
+    with pytest.raises(ValueError, match=r"model must be one of \[.*\]; received 'googlenet2'"):
         TrainConfig(model="googlenet2")
+    for field, value in [("dropout", 1.0), ("label_smoothing", -0.1), ("val_fraction", 1.0)]:
+        with pytest.raises(ValueError, match=rf"{field} must be a number in \[0, 1\)"):
+            TrainConfig(**{field: value})
+    with pytest.raises(ValueError, match="image_size must be at least 8; received 4"):
+        TrainConfig(image_size=4)
 
 
 # --- the whole loop --------------------------------------------------------------------
@@ -344,7 +353,7 @@ def test_rerunning_a_finished_run_trains_nothing(finished_run, capsys):
 
 def test_workdir_with_another_config_is_refused(finished_run):
     config, workdir, _, _ = finished_run
-    changed = TrainConfig(**{**config.__dict__, "epochs": 4})
+    changed = TrainConfig(**{**config.__dict__, "epochs": 2})  # fewer: not a continuation
     with pytest.raises(ValueError, match=r"another configuration.*\['epochs'\]"):
         train_and_evaluate(changed, workdir, verbose=0)
 
@@ -392,7 +401,7 @@ def test_run_interrupted_after_training_evaluates_without_retraining(fmnist_dir,
     assert "all 1 epochs are done; evaluating and exporting" in capsys.readouterr().out
     assert [int(r["epoch"]) for r in read_history(workdir)] == [0]  # not trained again
     assert len(metrics["epoch_times"]) == 1
-    assert not os.path.exists(os.path.join(workdir, "backup"))  # removed once finished
+    assert os.path.exists(os.path.join(workdir, "backup"))  # kept: --epochs can continue
 
 
 # --- distribution and the command line (fresh processes) -------------------------------
@@ -550,7 +559,8 @@ def test_cli_evaluate_prints_the_per_class_table_and_plots_the_confusion_matrix(
     assert summary["single"]["top1"] == pytest.approx(metrics["top1"], abs=1e-9)
 
     plots = tmp_path / "plots"
-    argv = ["evaluate", os.path.join(workdir, "inference.keras"), "--data-dir", fmnist_dir]
+    model_file = os.path.join(workdir, "inference.keras")
+    argv = ["evaluate", model_file, "--dataset", "fashion_mnist", "--data-dir", fmnist_dir]
     assert cli_main([*argv, "--crops", "all", "--plot-dir", str(plots)]) == 0
     assert sorted(os.listdir(plots)) == [f"confusion_{c}.png" for c in ("flip", "single", "ten")]
     out = capsys.readouterr().out
@@ -631,4 +641,8 @@ def test_cli_random_erasing_reaches_the_config_and_needs_augmentation(monkeypatc
     assert "expected a probability in [0, 1]; received '1.5'" in capsys.readouterr().err
     argv = ["train", "--random-erasing", "0.5", "--no-augment", "--workdir", "w"]
     assert cli_main(argv) == 2
-    assert "random_erasing=0.5 with augment=False" in capsys.readouterr().err
+    err = capsys.readouterr().err  # in the flags typed, not the config's field names
+    assert (
+        "--random-erasing is part of the training augmentation; received --random-erasing 0.5 "
+        "with --no-augment"
+    ) in err

@@ -1,130 +1,220 @@
 """`TrainConfig`: everything a training run depends on, written to the workdir's
-`config.json` and checked again when the run resumes (`training.workdir`)."""
+`config.json` and checked again when the run resumes (`training.workdir`).
+
+Each field carries its help text, its rule and its choices (`training.fields.option`):
+the same metadata validates the config and generates `train`'s and `tune`'s flags
+(`training.cli`), so the command line's defaults are `TrainConfig()`'s.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 
-from keras_inception import registry
+from keras_inception import list_models, registry
 from training.batchnorm import DEFAULT_IMAGES as DEFAULT_PRECISE_BN_IMAGES
-from training.presets import check_warmup, get_preset
+from training.fields import (
+    FRACTION,
+    INT,
+    NONNEGATIVE,
+    NONNEGATIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    PROBABILITY,
+    TEXT,
+    ConfigError,
+    check_fields,
+    option,
+)
+from training.presets import PRESETS, check_warmup, get_preset
 from training.strategy import STRATEGIES
+
+# The smallest image side the data pipeline makes (the models have their own minimum,
+# checked when the run builds its model, before anything is written).
+MIN_IMAGE_SIZE = 8
+_WIDTH_FIELDS = ("width_multiplier", "bottleneck_ratio", "min_depth")
+
+
+def _all_stems() -> list[str]:
+    return sorted({stem for name in list_models() for stem in registry.stems(name)})
+
+
+def _preset_help() -> str:
+    return "; ".join(f"{p.name}: {p.description}" for p in PRESETS.values())
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Everything a run depends on (written to `config.json`).
 
-    Args:
-        model: str. A registered model name (`keras_inception.list_models()`).
-        dataset: str. A TFDS name, `"fashion_mnist"` or `"imagefolder"`.
-        data_dir: str or None. TFDS data_dir, idx folder or image-folder root.
-        image_size: int or None. Model input side; None keeps the dataset's own.
-        batch_size: int. Global batch size (split across replicas).
-        epochs: int. Epochs to train; with `time_budget_minutes`, the most to train.
-        train_limit: int or None. Use only the first N training examples.
-        val_fraction: float. Held-out fraction where the data has no validation split.
-        stem: str or None. Model stem; None: "small" for images <= 64 px, else "imagenet".
-        width_multiplier: float. Model width multiplier.
-        min_depth: int. Smallest conv width after the multiplier.
-        bottleneck_ratio: float. Scale of the 1x1 reduce convolutions.
-        aux: bool. Train with the auxiliary classifiers.
-        aux_loss_weight: float or None. Override the auxiliary loss weights.
-        dropout: float or None. Override the model's dropout before the classifier.
-        preset: str. Optimizer recipe (`training.presets.PRESETS`).
-        learning_rate: float or None. Override the preset's (batch-scaled) learning rate.
-        warmup_epochs: float or None. Override the preset's warmup.
-        label_smoothing: float or None. Override the preset's label smoothing.
-        strategy: str. "auto", "mirrored", "multiworker" or "onedevice"
-            (`training.strategy.make_strategy`); auto is multiworker when `TF_CONFIG` names
-            more than one worker, else mirrored.
-        replicas: int or None. CPU replicas (logical devices) for MirroredStrategy.
-        mixed_precision: bool. mixed_float16 on GPU, mixed_bfloat16 on CPU.
-        sync_batch_norm: bool. Synchronized batch norm across replicas.
-        fused_batch_norm: bool. Batch norm on TensorFlow's fused kernel (the builders'
-            `fused_batch_norm`); False: Keras's own BatchNormalization.
-        seed: int. Random seed for weights, data order and augmentation.
-        deterministic: bool. Deterministic ops and data order.
-        augment: bool. Training augmentation.
-        flip: bool. Random horizontal flips in the augmentation; turn off for data whose
-            mirror image is another thing (digits, text, many signs and charts).
-        random_erasing: float. Probability of random erasing (Zhong et al. 2017) per
-            training image, part of the augmentation; 0 turns it off.
-        bn_momentum: float. Momentum of the batch-norm moving averages (the builders').
-        precise_bn_images: int. Before every validation and before the final test and
-            export, re-estimate every batch-norm layer's statistics over this many
-            training images (`training.batchnorm`); 0 keeps the moving averages.
-        time_budget_minutes: float or None. Wall-time budget of a `train_and_evaluate`
-            run: train as many of `epochs` as fit, measured on this machine before
-            training (`training.budget`); None trains exactly `epochs`.
+    Every field's meaning is its `help` metadata, which `python -m training train --help`
+    prints with its default (`training.fields`). In brief: the model and its widths
+    (`model`, `stem`, `width_multiplier`, `min_depth`, `bottleneck_ratio`, `specs`,
+    `aux`, `dropout`, `fused_batch_norm`, `sync_batch_norm`, `bn_momentum`), the data
+    (`dataset`, `data_dir`, `image_size`, `train_limit`, `val_fraction`, `augment`,
+    `flip`, `random_erasing`), the optimization (`batch_size`, `epochs`, `preset`,
+    `learning_rate`, `warmup_epochs`, `label_smoothing`, `aux_loss_weight`,
+    `mixed_precision`, `precise_bn_images`, `time_budget_minutes`), the placement
+    (`strategy`, `replicas`) and the randomness (`seed`, `deterministic`).
+
+    Raises:
+        training.fields.ConfigError: a value breaks its field's rule, or two values do
+            not go together (a ValueError naming the fields and values).
+
+    Example:
+    >>> TrainConfig(epochs=2, width_multiplier=0.25).epochs
+    2
     """
 
-    model: str = "googlenet"
-    dataset: str = "fashion_mnist"
-    data_dir: str | None = None
-    image_size: int | None = None
-    batch_size: int = 128
-    epochs: int = 10
-    train_limit: int | None = None
-    val_fraction: float = 0.1
-    stem: str | None = None
-    width_multiplier: float = 1.0
-    min_depth: int = 16
-    bottleneck_ratio: float = 1.0
-    aux: bool = True
-    aux_loss_weight: float | None = None
-    dropout: float | None = None
-    preset: str = "default"
-    learning_rate: float | None = None
-    warmup_epochs: float | None = None
-    label_smoothing: float | None = None
-    strategy: str = "auto"
-    replicas: int | None = None
-    mixed_precision: bool = False
-    sync_batch_norm: bool = False
-    fused_batch_norm: bool = True
-    seed: int = 0
-    deterministic: bool = False
-    augment: bool = True
-    flip: bool = True
-    random_erasing: float = 0.0
-    bn_momentum: float = 0.99
-    precise_bn_images: int = DEFAULT_PRECISE_BN_IMAGES
-    time_budget_minutes: float | None = None
+    model: str = option("googlenet", "model name", choices=list_models)
+    dataset: str = option(
+        "fashion_mnist",
+        "a TFDS name (cifar10, imagenette, imagenet2012, ...), fashion_mnist (offline from "
+        "idx files) or imagefolder (root/<class>/<images>)",
+        rule=TEXT,
+    )
+    data_dir: str | None = option(
+        None, "TFDS data_dir, idx-file folder or image-folder root", rule=TEXT
+    )
+    image_size: int | None = option(
+        None,
+        f"model input side, at least {MIN_IMAGE_SIZE} (None: the data's own)",
+        rule=POSITIVE_INT,
+    )
+    batch_size: int = option(128, "global batch size (split across replicas)", rule=POSITIVE_INT)
+    epochs: int = option(
+        10,
+        "epochs to train; with --time-budget-minutes, the most to train. A larger value on "
+        "a finished run's workdir continues it",
+        rule=POSITIVE_INT,
+    )
+    train_limit: int | None = option(
+        None, "use only the first N training examples", rule=POSITIVE_INT
+    )
+    val_fraction: float = option(
+        0.1, "held-out fraction of train where the data has no validation split", rule=FRACTION
+    )
+    stem: str | None = option(
+        None,
+        "model stem (None: small for images <= 64 px, else imagenet; small_pool: googlenet "
+        "only, the small stem and a 3x3/2 max pool)",
+        choices=_all_stems,
+    )
+    width_multiplier: float = option(
+        1.0, "scale every conv width: max(int(w * m), --min-depth)", rule=POSITIVE
+    )
+    min_depth: int = option(16, "smallest conv width", rule=POSITIVE_INT)
+    bottleneck_ratio: float = option(1.0, "scale of the 1x1 reduce convolutions", rule=POSITIVE)
+    specs: str | None = option(
+        None,
+        "a width table (JSON, keras_inception.save_specs), e.g. the tuner's best_specs.json: "
+        "its widths are final, so --width-multiplier, --bottleneck-ratio and --min-depth "
+        "stay at their defaults",
+        rule=TEXT,
+    )
+    aux: bool = option(True, "train with the auxiliary classifiers")
+    aux_loss_weight: float | None = option(
+        None, "override the auxiliary heads' loss weight", rule=NONNEGATIVE
+    )
+    dropout: float | None = option(
+        None, "override the model's dropout before the classifier", rule=FRACTION
+    )
+    preset: str = option("default", _preset_help(), choices=lambda: sorted(PRESETS))
+    learning_rate: float | None = option(
+        None, "override the preset's (batch-scaled) peak learning rate", rule=POSITIVE
+    )
+    warmup_epochs: float | None = option(
+        None, "override the preset's warmup (epochs)", rule=NONNEGATIVE
+    )
+    label_smoothing: float | None = option(
+        None, "override the preset's label smoothing", rule=FRACTION
+    )
+    strategy: str = option(
+        "auto",
+        "auto: multiworker when TF_CONFIG names more than one worker, else mirrored; "
+        "mirrored: the GPUs (or --replicas logical CPUs) of this machine; multiworker: "
+        "MultiWorkerMirroredStrategy over the hosts of TF_CONFIG (run the same command on "
+        "each); onedevice: one GPU or the CPU",
+        choices=STRATEGIES,
+    )
+    replicas: int | None = option(
+        None,
+        "on CPU, split the CPU into N logical devices for MirroredStrategy (GPUs: all "
+        "visible are used)",
+        rule=POSITIVE_INT,
+    )
+    mixed_precision: bool = option(
+        False, "mixed_float16 on GPU, mixed_bfloat16 on CPU (final layers stay float32)"
+    )
+    sync_batch_norm: bool = option(False, "synchronized batch norm across replicas")
+    fused_batch_norm: bool = option(
+        True,
+        "batch norm on TensorFlow's fused kernel (--no-fused-batch-norm: Keras's own "
+        "BatchNormalization); saved files hold plain BatchNormalization either way",
+    )
+    seed: int = option(0, "seed of weights, data order, hold-out and augmentation", rule=INT)
+    deterministic: bool = option(False, "deterministic ops and data order")
+    augment: bool = option(True, "training augmentation")
+    flip: bool = option(
+        True,
+        "random horizontal flips in the augmentation, and mirror images in flip/ten-crop "
+        "evaluation; --no-flip for data whose mirror image is something else: digits, "
+        "text, many signs",
+    )
+    random_erasing: float = option(
+        0.0,
+        "probability of erasing a random rectangle (2-40% of the image) of each training "
+        "image, Zhong et al. 2017 (0: off)",
+        rule=PROBABILITY,
+    )
+    bn_momentum: float = option(
+        0.99,
+        "momentum of the batch-norm moving averages (0.99: a horizon of about 100 steps)",
+        rule=FRACTION,
+    )
+    precise_bn_images: int = option(
+        DEFAULT_PRECISE_BN_IMAGES,
+        "before every validation and the final test, re-estimate the batch-norm statistics "
+        "over this many training images with the current weights; 0 keeps the moving "
+        "averages",
+        rule=NONNEGATIVE_INT,
+    )
+    time_budget_minutes: float | None = option(
+        None,
+        "wall-time budget: train as many of --epochs as fit, measured on this machine "
+        "before training (the schedule is made for that many; plan.json in the workdir)",
+        rule=POSITIVE,
+    )
 
     def __post_init__(self):
-        positive = {"batch_size": self.batch_size, "epochs": self.epochs}
-        for label, value in positive.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{label} must be a positive integer; received {value!r}")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(
-                f"strategy must be one of {list(STRATEGIES)}; received {self.strategy!r}"
-            )
-        if self.train_limit is not None and self.train_limit < 1:
-            raise ValueError(f"train_limit must be positive; received {self.train_limit!r}")
-        images = self.precise_bn_images
-        if isinstance(images, bool) or not isinstance(images, int) or images < 0:
-            raise ValueError(f"precise_bn_images must be an integer >= 0; received {images!r}")
-        if not 0 <= self.random_erasing <= 1:
-            raise ValueError(
-                f"random_erasing must be a probability in [0, 1]; received {self.random_erasing!r}"
-            )
+        check_fields(self)
+        if self.image_size is not None and self.image_size < MIN_IMAGE_SIZE:
+            raise ConfigError({"image_size": self.image_size}, f"must be at least {MIN_IMAGE_SIZE}")
         if self.random_erasing and not self.augment:
-            raise ValueError(
-                "random_erasing is part of the training augmentation; received "
-                f"random_erasing={self.random_erasing!r} with augment=False"
+            raise ConfigError(
+                {"random_erasing": self.random_erasing, "augment": self.augment},
+                "is part of the training augmentation",
             )
-        budget = self.time_budget_minutes
-        if budget is not None and (isinstance(budget, bool) or not budget > 0):
-            raise ValueError(
-                f"time_budget_minutes must be a positive number or None; received {budget!r}"
-            )
-        if not 0 <= self.bn_momentum < 1:
-            raise ValueError(f"bn_momentum must be in [0, 1); received {self.bn_momentum!r}")
-        check_warmup(get_preset(self.preset), self.warmup_epochs)
-        stems = registry.stems(self.model)  # also refuses an unknown model
+        if self.specs is not None:
+            changed = {
+                name: getattr(self, name)
+                for name in _WIDTH_FIELDS
+                if getattr(self, name) != TrainConfig.__dataclass_fields__[name].default
+            }
+            if changed:
+                raise ConfigError(
+                    {"specs": self.specs, **changed},
+                    "holds final widths (after the tuner's width multiplier, bottleneck "
+                    "ratio and min depth); leave those at their defaults",
+                )
+        try:
+            check_warmup(get_preset(self.preset), self.warmup_epochs)
+        except ValueError as err:
+            raise ConfigError(
+                {"warmup_epochs": self.warmup_epochs, "preset": self.preset},
+                "is only for the default preset (the others decay in stairs from the first step)",
+            ) from err
+        stems = registry.stems(self.model)
         if self.stem is not None and self.stem not in stems:
-            raise ValueError(
-                f"stem must be one of {list(stems)} for {self.model}; received {self.stem!r}"
+            raise ConfigError(
+                {"stem": self.stem, "model": self.model}, f"must be one of {list(stems)}"
             )

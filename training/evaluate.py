@@ -14,7 +14,9 @@ import numpy as np
 
 import keras_inception as ki
 from training import data as data_lib
+from training.config import TrainConfig
 from training.plots import plot_confusion
+from training.workdir import read_run_config
 
 CROPS = ("single", "flip", "ten")
 
@@ -174,63 +176,124 @@ def plot_dir_for(path: str) -> str:
     return os.path.dirname(os.path.abspath(path))
 
 
+def eval_data_config(
+    path: str,
+    model: keras.Model,
+    *,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    batch_size: int | None = None,
+) -> tuple[data_lib.DataConfig, TrainConfig | None, list[str]]:
+    """The test data to evaluate the model at `path` on: `(DataConfig, the run's
+    TrainConfig or None, notes)`.
+
+    For a training workdir, its run's config.json gives the dataset, data_dir, seed,
+    hold-out fraction, train limit and batch size, so that the test images are the run's
+    own (a flat image folder's hold-out depends on the seed: another one would overlap
+    the training images); `dataset` and `data_dir` override them, and each override is
+    named in a note. The image size and channels are the model's input.
+
+    Raises:
+        ValueError: a `.keras` file (no run) and no `dataset`.
+    """
+    run = read_run_config(path) if os.path.isdir(path) else None
+    notes = []
+    if run is None and dataset is None:
+        raise ValueError(
+            f"{path!r} is not a training workdir with a config.json, so the data is unknown: "
+            "pass --dataset (and --data-dir)"
+        )
+    if run is not None:
+        for name, value in (("dataset", dataset), ("data_dir", data_dir)):
+            if value is not None and value != getattr(run, name):
+                notes.append(
+                    f"note: --{name.replace('_', '-')} {value} differs from the run's "
+                    f"{getattr(run, name)!r}: these are not the run's test images"
+                )
+        if not run.flip:
+            notes.append(
+                "note: the run trained with --no-flip, so mirror images (flip and ten crops) "
+                "are not images of its classes"
+            )
+    height, _, channels = model.input_shape[1:]
+    base = run or TrainConfig()
+    config = data_lib.DataConfig(
+        dataset=dataset or base.dataset,
+        data_dir=data_dir if data_dir is not None else (run.data_dir if run else None),
+        image_size=height,
+        channels=channels,
+        batch_size=batch_size or (run.batch_size if run else 128),
+        train_limit=base.train_limit if run else None,
+        val_fraction=base.val_fraction,
+        seed=base.seed,
+        augment=False,
+        flip=base.flip,
+    )
+    return config, run, notes
+
+
 def evaluate_saved_model(
     path: str,
     *,
-    dataset: str,
+    dataset: str | None = None,
     data_dir: str | None = None,
-    batch_size: int = 128,
-    crops: tuple[str, ...] = CROPS,
+    batch_size: int | None = None,
+    crops: tuple[str, ...] | None = None,
     plot_dir: str | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Evaluates a saved model on a dataset's test split, per crop mode.
+    """Evaluates a saved model on its test images, per crop mode.
+
+    `path` is a training workdir (its inference.keras, on its run's test images:
+    `eval_data_config`) or a `.keras` file (on `dataset`'s test split). `crops` defaults
+    to single and ten, or single alone for a run trained without flips.
 
     Returns one `evaluate_model` dict per crop, with the dataset's `class_names` added
-    (and `skipped_files` when files could not be read). With `plot_dir`, also writes the
-    confusion matrix of each crop mode to `plot_dir/confusion_<crop>.png` and adds its
-    path as `confusion_plot`.
+    (and `skipped_files` when files could not be read). Writes the confusion matrix of
+    each crop mode to `plot_dir/confusion_<crop>.png` (default `plot_dir_for(path)`) and
+    adds its path as `confusion_plot`.
     """
-    unknown = [c for c in crops if c not in CROPS]
-    if unknown:
-        raise ValueError(f"crops must be among {list(CROPS)}; received {unknown}")
+    if crops is not None:
+        unknown = [c for c in crops if c not in CROPS]
+        if unknown:
+            raise ValueError(f"crops must be among {list(CROPS)}; received {unknown}")
     model = load_inference_model(path)
-    if plot_dir is not None:  # before the evaluation: a bad folder fails at once
-        try:
-            os.makedirs(plot_dir, exist_ok=True)
-        except OSError as err:
-            raise ValueError(f"cannot write plots to {plot_dir!r}: {err}") from None
-    height, _, channels = model.input_shape[1:]
+    data_config, run, notes = eval_data_config(
+        path, model, dataset=dataset, data_dir=data_dir, batch_size=batch_size
+    )
+    if crops is None:
+        crops = ("single", "ten") if run is None or run.flip else ("single",)
+    plot_dir = plot_dir or plot_dir_for(path)
+    try:  # before the evaluation: a bad folder fails at once
+        os.makedirs(plot_dir, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"cannot write plots to {plot_dir!r}: {err}") from None
+    for note in notes:
+        print(note)
     results = {}
     for crop in crops:
-        datasets = data_lib.load_datasets(
-            data_lib.DataConfig(
-                dataset=dataset,
-                data_dir=data_dir,
-                image_size=height,
-                channels=channels,
-                batch_size=batch_size,
-                augment=False,
-            ),
-            ten_crop=crop == "ten",
-        )
+        datasets = data_lib.load_datasets(data_config, ten_crop=crop == "ten")
         result = evaluate_model(model, datasets.test, ten_crop=crop == "ten", flip=crop == "flip")
         result["class_names"] = list(datasets.class_names)
         if datasets.skipped.count:
             result["skipped_files"] = datasets.skipped.count
-        if plot_dir is not None:
-            result["confusion_plot"] = os.path.join(plot_dir, f"confusion_{crop}.png")
-            plot_confusion(
-                result["confusion"],
-                result["class_names"],
-                result["confusion_plot"],
-                title=f"{dataset} test, {crop} crop: top-1 {result['top1']:.4f}",
-            )
+        result["confusion_plot"] = os.path.join(plot_dir, f"confusion_{crop}.png")
+        plot_confusion(
+            result["confusion"],
+            result["class_names"],
+            result["confusion_plot"],
+            title=f"{data_config.dataset} test, {crop} crop: top-1 {result['top1']:.4f}",
+        )
         results[crop] = result
     return results
 
 
-def export_saved_model(path: str, output: str) -> str:
-    """Writes a SavedModel of the inference model (auxiliary heads stripped)."""
+def export_saved_model(path: str, output: str | None = None) -> str:
+    """Writes a SavedModel of the inference model (auxiliary heads stripped) to `output`,
+    by default `path/export` for a training workdir; returns `output`."""
+    if output is None:
+        if not os.path.isdir(path):
+            raise ValueError(f"pass --output: {path!r} is a model file, not a training workdir")
+        output = os.path.join(path, "export")
     model = load_inference_model(path)
     model.export(output, verbose=False)
     return output

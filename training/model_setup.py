@@ -51,8 +51,13 @@ def build_model(
 ) -> keras.Model:
     """The registered model for `config` and the data; `overrides` go to the builder.
 
-    The stem defaults to "small" for images of 64 px or less. Call it inside the
-    strategy's scope.
+    The stem defaults to "small" for images of 64 px or less. With `config.specs`, the
+    width table read from that file is built as it is (its widths are final: width
+    multiplier 1, no minimum depth). Call it inside the strategy's scope.
+
+    Raises:
+        FileNotFoundError, ValueError: a missing or bad specs file, or one for another
+            model; an input shape the model cannot take.
     """
     kwargs = dict(
         input_shape=image_shape,
@@ -64,6 +69,8 @@ def build_model(
         bottleneck_ratio=config.bottleneck_ratio,
         bn_momentum=config.bn_momentum,
     )
+    if config.specs is not None:
+        kwargs["specs"] = ki.load_specs(config.specs)
     if config.dropout is not None:
         kwargs["dropout"] = config.dropout
     if config.sync_batch_norm:

@@ -39,10 +39,11 @@ from training.workdir import (
     EpochTimer,
     backed_up_epochs,
     finished_message,
-    prepare_workdir,
+    inspect_run,
     repeats_message,
     resume_message,
     save_models,
+    start_run_workdir,
     write_metrics,
 )
 
@@ -62,7 +63,10 @@ def train_and_evaluate(
     """Trains, evaluates and exports; returns the metrics written to `metrics.json`.
 
     Running it again on the same workdir resumes an interrupted run at its last finished
-    epoch, and returns a finished run's metrics without training (unless `overwrite`).
+    epoch, returns a finished run's metrics without training, and continues a finished
+    run when `config.epochs` is larger (its schedule re-planned for the new total).
+    `overwrite` trains again from scratch; it removes only a folder that holds a run's
+    config.json. Nothing is written before the data is found and the model is built.
     `extra_callbacks` are added after the run's own (which back up each finished epoch first).
 
     Under the multiworker strategy every worker calls it with the same arguments; it trains
@@ -89,17 +93,20 @@ def train_and_evaluate(
             )
         return train_multiworker(config, workdir, placement, overwrite=overwrite, export=export)
     strategy = placement.strategy
-    finished = prepare_workdir(config, workdir, overwrite)
-    if finished is not None:
-        print(finished_message(workdir, finished))
-        return finished
+    state = inspect_run(config, workdir, overwrite=overwrite)  # reads only
+    if state.status == "finished":
+        print(finished_message(workdir, state.metrics))
+        return state.metrics
 
+    # Every check before the workdir is written: the data is found and the model is built
+    # (which checks the image size), so a refused command leaves no trace.
     start_run(config, verbose=bool(verbose))
     datasets = load_data(config, strategy)
     if datasets.train_repeats:
         print(repeats_message(datasets, strategy.num_replicas_in_sync))
     with strategy.scope():
         model = build_model(config, datasets.image_shape, datasets.num_classes)
+    start_run_workdir(config, workdir, state, overwrite=overwrite)
     plan = plan_run(config, workdir, datasets, strategy, started=started)
     # The budget's epochs from here on: the schedule, fit and metrics.json take them.
     run = config if plan is None else dataclasses.replace(config, epochs=plan.epochs)
@@ -116,7 +123,8 @@ def train_and_evaluate(
     precise = precise_batch_norm(model, config, datasets.train, datasets.num_train)
     callbacks = [
         # Kept after fit, so that a run interrupted while it evaluates or exports resumes
-        # there instead of training again; removed once metrics.json is written.
+        # there instead of training again, and after the run, so that a larger --epochs
+        # continues it.
         keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False),
         keras.callbacks.ModelCheckpoint(
             os.path.join(workdir, "best.keras"),
@@ -153,7 +161,7 @@ def train_and_evaluate(
         timer=timer,
         params=(model.count_params(), inference.count_params()),
         replicas=strategy.num_replicas_in_sync,
-        resume_dir=backup_dir,
+        resume_dir=None,  # kept: a larger epochs continues the run
         extra={
             **precise_bn_metrics(precise),
             **({"epoch_plan": dataclasses.asdict(plan)} if plan else {}),

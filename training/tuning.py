@@ -44,6 +44,7 @@ from keras_inception.analysis import macs as count_macs
 from keras_inception.specs import scale_table
 from training import machine
 from training.config import TrainConfig
+from training.fields import POSITIVE_INT, check_fields, option
 from training.model_setup import (
     aux_loss_weight_of,
     build_model,
@@ -55,7 +56,13 @@ from training.model_setup import (
 from training.runkit import load_data, precise_batch_norm, start_run
 from training.strategy import place
 from training.tuning_report import INFO_FILE, format_table, plot_pareto, read_info, trial_rows
-from training.workdir import claim, write_json
+from training.workdir import (
+    as_json,
+    changed_fields,
+    check_workdir,
+    start_workdir,
+    write_json,
+)
 
 SPACES = ("per_module", "bottleneck_ratio")
 TUNERS = ("random", "bayesian", "hyperband")
@@ -70,41 +77,44 @@ CONFIG_FILE = "tune_config.json"
 class TuneConfig:
     """What the search varies and how (written to `tune_config.json` with the TrainConfig).
 
-    Args:
-        space: str. "per_module" (every 1x1 reduce width of every module) or
-            "bottleneck_ratio" (one scale for all of them). Defaults to "per_module".
-        tuner: str. "random", "bayesian" or "hyperband". Defaults
-            to "random".
-        max_trials: int. Trials to run, rejected ones included (not used by hyperband,
-            whose budget is `TrainConfig.epochs` as `max_epochs`). Defaults to 10.
-        max_params: int or None. Reject configurations whose inference model (auxiliary
-            heads stripped) has more parameters. Defaults to None (no limit).
-        max_macs: int or None. Reject configurations whose inference model has more
-            multiply-adds per image. Defaults to None (no limit).
-        search_learning_rate: bool. Also search the learning rate (log scale, 1/10 to 10
-            times the run's). Defaults to False.
-        search_aux_weight: bool. Also search the auxiliary loss weight. Defaults to False.
+    Each field's meaning is its `help` metadata (`training.fields`; `python -m training
+    tune --help` prints it with the default): `space` ("per_module": every 1x1 reduce
+    width of every module; "bottleneck_ratio": one scale for all of them), `tuner`,
+    `max_trials` (rejected trials included; hyperband uses `TrainConfig.epochs` as
+    `max_epochs` instead), `max_params` / `max_macs` (budgets of the inference model,
+    auxiliary heads stripped; None: no limit), `search_learning_rate` (log scale, 1/10 to
+    10 times the run's) and `search_aux_weight`.
     """
 
-    space: str = "per_module"
-    tuner: str = "random"
-    max_trials: int = 10
-    max_params: int | None = None
-    max_macs: int | None = None
-    search_learning_rate: bool = False
-    search_aux_weight: bool = False
+    space: str = option(
+        "per_module", "every module's reduce widths, or one global bottleneck ratio",
+        choices=SPACES,
+    )  # fmt: skip
+    tuner: str = option(
+        "random",
+        "random search, bayesian (KerasTuner's Gaussian process) or hyperband",
+        choices=TUNERS,
+    )
+    max_trials: int = option(
+        10,
+        "trials, rejected ones included (hyperband: unused, --epochs is max_epochs)",
+        rule=POSITIVE_INT,
+    )
+    max_params: int | None = option(
+        None,
+        "reject models with more parameters (inference model: auxiliary heads stripped)",
+        rule=POSITIVE_INT,
+    )
+    max_macs: int | None = option(
+        None,
+        "reject models with more multiply-adds per image (inference model)",
+        rule=POSITIVE_INT,
+    )
+    search_learning_rate: bool = option(False, "also search the learning rate")
+    search_aux_weight: bool = option(False, "also search the aux loss weight")
 
     def __post_init__(self):
-        if self.space not in SPACES:
-            raise ValueError(f"space must be one of {list(SPACES)}; received {self.space!r}")
-        if self.tuner not in TUNERS:
-            raise ValueError(f"tuner must be one of {list(TUNERS)}; received {self.tuner!r}")
-        for label in ("max_trials", "max_params", "max_macs"):
-            value = getattr(self, label)
-            if value is None and label != "max_trials":
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{label} must be a positive integer; received {value!r}")
+        check_fields(self)
 
 
 def model_counts(model: keras.Model) -> dict[str, int]:
@@ -377,17 +387,34 @@ def make_tuner(
     return HyperbandTuner(max_epochs=hypermodel.config.epochs, factor=3, **common)
 
 
-def prepare_search(config: TrainConfig, tune_config: TuneConfig, workdir: str) -> bool:
-    """Refuses a workdir holding another search (`training.workdir.claim`; a field missing
-    from its saved `tune_config.json` counts as its default); returns whether it resumes."""
-    return claim(
-        workdir,
-        CONFIG_FILE,
-        {"train": config, "tune": tune_config},
-        {"train": TrainConfig(), "tune": TuneConfig()},
-        what="search",
-        advice="use another --workdir",
-    )
+def check_search(
+    config: TrainConfig, tune_config: TuneConfig, workdir: str, *, overwrite: bool = False
+) -> bool:
+    """Read-only: refuses a workdir that holds another search (a field missing from its
+    saved `tune_config.json` counts as its default) or files but no search
+    (`training.workdir.check_workdir`); returns whether the search resumes."""
+    saved = check_workdir(workdir, CONFIG_FILE, what="search", overwrite=overwrite)
+    if saved is None:
+        return False
+    current = as_json({"train": config, "tune": tune_config})
+    defaults = as_json({"train": TrainConfig(), "tune": TuneConfig()})
+    changed = changed_fields(saved, current, defaults)
+    if changed:
+        raise ValueError(
+            f"workdir {workdir!r} holds a search with another configuration (differs in "
+            f"{changed}); use another --workdir, or --overwrite to search again"
+        )
+    return True
+
+
+def prepare_search(
+    config: TrainConfig, tune_config: TuneConfig, workdir: str, *, overwrite: bool = False
+) -> bool:
+    """`check_search`, then writes `tune_config.json` (removing the earlier search when
+    `overwrite`); returns whether the search resumes."""
+    resumed = check_search(config, tune_config, workdir, overwrite=overwrite)
+    start_workdir(workdir, CONFIG_FILE, {"train": config, "tune": tune_config}, overwrite=overwrite)
+    return resumed
 
 
 def _multiworker_refusal(name: str) -> str:
@@ -400,9 +427,18 @@ def _multiworker_refusal(name: str) -> str:
 
 
 def tune(
-    config: TrainConfig, tune_config: TuneConfig, workdir: str, *, verbose: int | str = 1
+    config: TrainConfig,
+    tune_config: TuneConfig,
+    workdir: str,
+    *,
+    overwrite: bool = False,
+    verbose: int | str = 1,
 ) -> dict:
     """Runs (or resumes) the search and writes trials.csv, pareto.png, best_specs.json.
+
+    Nothing is written before the data is found and the default model is built.
+    `overwrite` searches again from scratch; it removes only a folder that holds a
+    search's tune_config.json.
 
     Returns `{"rows": [...], "best": row or None, "objective": name}`.
     """
@@ -411,11 +447,16 @@ def tune(
             "the tuner trains each trial for --epochs (hyperband: up to it); a time budget "
             f"is for single runs. Received time_budget_minutes={config.time_budget_minutes!r}"
         )
+    if config.specs is not None:
+        raise ValueError(
+            "the tuner searches the widths from the paper's table; a fixed table is for "
+            f"train. Received specs={config.specs!r}"
+        )
     # Before any TF op: logical CPUs. Keras fit does not run under MultiWorkerMirroredStrategy.
     strategy = place(
         config.replicas, config.strategy, refuse_multiworker=_multiworker_refusal
     ).strategy
-    prepare_search(config, tune_config, workdir)
+    check_search(config, tune_config, workdir, overwrite=overwrite)  # reads only
     start_run(config, verbose=bool(verbose))
 
     datasets = load_data(config, strategy)
@@ -430,6 +471,7 @@ def tune(
     output_names = output_names_of(default_model)
     del default_model
     keras.backend.clear_session()
+    prepare_search(config, tune_config, workdir, overwrite=overwrite)
 
     tuner = make_tuner(hypermodel, objective, workdir, strategy=strategy, seed=config.seed)
     tuner.search(

@@ -2,10 +2,13 @@
 epoch timer, the saved models and metrics.json.
 
 A workdir records its job's configuration as JSON (`config.json` for `train`,
-`tune_config.json` for `tune`). Rerunning on the same workdir resumes the job only when the
-configuration is the same. A field added to a config dataclass after the file was written
-is missing from it and counts as the field's default, so adding a field never stops an
-existing run or search from resuming.
+`tune_config.json` for `tune`), written only once the configuration, the data and the
+model have been checked, so a refused command leaves no trace. Rerunning on the same
+workdir resumes the job only when the configuration is the same (a training run also
+continues with a larger `epochs`). A field added to a config dataclass after the file was
+written is missing from it and counts as the field's default, so adding a field never
+stops an existing run or search from resuming. A new job starts only in a missing or
+empty folder, and `--overwrite` removes only a folder that holds that job's file.
 
 A training run's workdir:
 
@@ -21,6 +24,8 @@ A training run's workdir:
     metrics.json    test top-1, top-5, loss, per-class accuracy, images/s, epoch times,
                     skipped files
     logs/           TensorBoard
+    backup/         the resume state (`keras.callbacks.BackupAndRestore`), kept when the
+                    run finishes so that a larger `--epochs` continues it
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ from training import machine
 from training.config import TrainConfig
 from training.data import Datasets
 from training.plots import plot_confusion, plot_curves
+
+RUN_CONFIG = "config.json"
 
 
 def changed_fields(
@@ -72,47 +79,6 @@ def changed_fields(
     return sorted(changed)
 
 
-def check_config(
-    workdir: str,
-    filename: str,
-    current: Mapping[str, Any],
-    defaults: Mapping[str, Any],
-    *,
-    what: str,
-    advice: str,
-) -> bool:
-    """Whether `workdir/filename` holds the same configuration as `current`.
-
-    Args:
-        workdir: str. The job's workdir.
-        filename: str. The saved configuration's JSON file in it.
-        current: Mapping. This job's configuration, as JSON would hold it (lists, not
-            tuples).
-        defaults: Mapping. The default configuration, the same shape: what a field
-            missing from the saved file counts as.
-        what: str. The job's kind in the error message ("run", "search").
-        advice: str. What the user can do, ending the error message.
-
-    Returns:
-        True when the file exists and matches (the job resumes), False when there is none.
-
-    Raises:
-        ValueError: the saved configuration differs; the message names the fields.
-    """
-    path = os.path.join(workdir, filename)
-    if not os.path.exists(path):
-        return False
-    with open(path, encoding="utf-8") as f:
-        previous = json.load(f)
-    changed = changed_fields(previous, current, defaults)
-    if changed:
-        raise ValueError(
-            f"workdir {workdir!r} holds a {what} with another configuration (differs in "
-            f"{changed}); {advice}"
-        )
-    return True
-
-
 def json_default(value: Any):
     """JSON for numpy scalars (their value) and anything else (its str)."""
     if hasattr(value, "item"):
@@ -143,37 +109,173 @@ def as_json(config: Any) -> Any:
     return json.loads(json.dumps(config, default=json_default))
 
 
-def claim(
-    workdir: str, filename: str, current: Any, defaults: Any, *, what: str, advice: str
-) -> bool:
-    """Checks `workdir/filename` against `current` (`check_config`), then writes `current`
-    there; returns whether the workdir held the same job (it resumes).
+def check_workdir(workdir: str, filename: str, *, what: str, overwrite: bool) -> dict | None:
+    """Read-only check of the folder a job is about to write to; returns the job
+    configuration saved there (`workdir/filename`), or None for a new job.
 
-    `current` and `defaults` are dataclasses or mappings of them (`as_json`).
+    A workdir is a job's only when it holds that job's `filename`: `overwrite` removes
+    nothing else, and a new job starts only in a missing or empty folder, so that no run
+    is ever written into (and later overwritten with) a folder of other files.
+
+    Raises:
+        ValueError: `workdir` is a file; `overwrite` on a folder that holds no `filename`
+            (nothing is removed); a new job in a folder that holds other files.
     """
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ValueError(f"workdir {workdir!r} is a file, not a folder")
+    path = os.path.join(workdir, filename)
+    holds_job = os.path.isfile(path)
+    empty = not os.path.isdir(workdir) or not os.listdir(workdir)
+    if overwrite:
+        if not (holds_job or empty):
+            raise ValueError(
+                f"refusing to --overwrite {workdir!r}: it holds no {what} ({filename} is "
+                "missing), so it may be another folder of yours; nothing was removed"
+            )
+        return None
+    if holds_job:
+        return read_json(path)
+    if not empty:
+        raise ValueError(
+            f"workdir {workdir!r} holds files but no {what} ({filename} is missing); use a "
+            "new or empty folder for a new one"
+        )
+    return None
+
+
+def start_workdir(
+    workdir: str, filename: str, current: Any, *, overwrite: bool, keep: bool = False
+) -> None:
+    """Writes `current` (a dataclass or a mapping of them) to `workdir/filename`, first
+    removing the folder's earlier job when `overwrite`; call it once the job's
+    configuration, data and model have been checked (`check_workdir` first), so that a
+    refused command leaves no trace. `keep`: the job resumes, nothing is removed."""
+    if overwrite and not keep and os.path.isdir(workdir):
+        # check_workdir refused any folder that is not this kind of job's: re-checked here,
+        # just before the removal.
+        if os.listdir(workdir) and not os.path.isfile(os.path.join(workdir, filename)):
+            raise ValueError(f"refusing to remove {workdir!r}: it holds no {filename}")
+        shutil.rmtree(workdir)
     os.makedirs(workdir, exist_ok=True)
-    current, defaults = as_json(current), as_json(defaults)
-    resumed = check_config(workdir, filename, current, defaults, what=what, advice=advice)
-    write_json(os.path.join(workdir, filename), current)
-    return resumed
+    write_json(os.path.join(workdir, filename), as_json(current))
+
+
+def read_run_config(workdir: str) -> TrainConfig | None:
+    """The `TrainConfig` saved in a training workdir's config.json; None when `workdir` is
+    not a folder holding one. Fields the file lacks (older runs) take their defaults;
+    fields this version does not know are left out."""
+    path = os.path.join(workdir, RUN_CONFIG)
+    if not os.path.isfile(path):
+        return None
+    saved = read_json(path)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in saved.items() if k in known})
+
+
+@dataclasses.dataclass(frozen=True)
+class RunState:
+    """What a training workdir holds for a run of a given configuration.
+
+    Attributes:
+        status: str. "new" (nothing there, or `overwrite`), "resume" (an interrupted run
+            of this configuration, or of fewer epochs), "finished" (this configuration's
+            run is done) or "continue" (a finished run of fewer epochs: train on).
+        metrics: dict or None. The finished run's metrics.json ("finished", "continue").
+        previous_epochs: int or None. The saved run's epochs when this one has more.
+    """
+
+    status: str
+    metrics: dict | None = None
+    previous_epochs: int | None = None
+
+
+def inspect_run(config: TrainConfig, workdir: str, *, overwrite: bool) -> RunState:
+    """Read-only: what `workdir` holds for a run of `config` (nothing is written).
+
+    The saved configuration must equal `config`, but for a larger `epochs`: a finished
+    run then continues from its last epoch (its resume state, `backup/`, is kept when it
+    finishes), its schedule re-planned for the new total.
+
+    Raises:
+        ValueError: the workdir is not a run's (`check_workdir`), holds a run of another
+            configuration, or a finished run that cannot be continued.
+    """
+    previous = check_workdir(workdir, RUN_CONFIG, what="run", overwrite=overwrite)
+    if previous is None:
+        return RunState("new")
+    current, defaults = as_json(config), as_json(TrainConfig())
+    changed = changed_fields(previous, current, defaults)
+    old_epochs = previous.get("epochs", defaults["epochs"])
+    metrics_path = os.path.join(workdir, "metrics.json")
+    finished = os.path.exists(metrics_path)
+    if changed == ["epochs"] and config.epochs > old_epochs:
+        if config.time_budget_minutes is not None:
+            raise ValueError(
+                f"workdir {workdir!r} holds a run of {old_epochs} epochs under "
+                "--time-budget-minutes, whose schedule was planned for its budget; a larger "
+                "--epochs cannot continue it. Use another --workdir, or --overwrite"
+            )
+        if not finished:
+            return RunState("resume", previous_epochs=old_epochs)
+        if not os.path.isdir(os.path.join(workdir, "backup")):
+            raise ValueError(
+                f"workdir {workdir!r} holds a finished run of {old_epochs} epochs without its "
+                "resume state (backup/: runs that finished before it was kept, or of the "
+                "multiworker strategy), so --epochs "
+                f"{config.epochs} cannot continue it. Use another --workdir, or --overwrite"
+            )
+        return RunState("continue", read_json(metrics_path), old_epochs)
+    if changed:
+        raise ValueError(
+            f"workdir {workdir!r} holds a run with another configuration (differs in "
+            f"{changed}); use another --workdir, pass --overwrite to train it again, or a "
+            "larger --epochs (alone) to continue it"
+        )
+    if finished:
+        return RunState("finished", read_json(metrics_path))
+    return RunState("resume")
+
+
+def start_run_workdir(
+    config: TrainConfig, workdir: str, state: RunState, *, overwrite: bool
+) -> None:
+    """Writes the run's config.json (after `inspect_run` and every check of the run), first
+    removing the earlier run when `overwrite`. A continued run's earlier metrics.json
+    is kept as `metrics_<epochs>_epochs.json`."""
+    start_workdir(workdir, RUN_CONFIG, config, overwrite=overwrite)
+    if state.status == "continue":
+        os.replace(
+            os.path.join(workdir, "metrics.json"),
+            os.path.join(workdir, f"metrics_{state.previous_epochs}_epochs.json"),
+        )
 
 
 def prepare_workdir(config: TrainConfig, workdir: str, overwrite: bool) -> dict | None:
-    """Returns the finished run's metrics when there is one and `overwrite` is False."""
-    if overwrite and os.path.isdir(workdir):
-        shutil.rmtree(workdir)
-    advice = "use another --workdir or pass --overwrite"
-    resumed = claim(workdir, "config.json", config, TrainConfig(), what="run", advice=advice)
-    metrics_path = os.path.join(workdir, "metrics.json")
-    if resumed and os.path.exists(metrics_path):
-        return read_json(metrics_path)
+    """`inspect_run` then `start_run_workdir` in one step (the multiworker driver, whose
+    chief decides for every worker); returns the finished run's metrics when there is one.
+
+    Raises:
+        ValueError: as `inspect_run`, and for a larger `epochs` on a finished run (the
+            multiworker loop does not keep a finished run's resume state).
+    """
+    state = inspect_run(config, workdir, overwrite=overwrite)
+    if state.status == "finished":
+        return state.metrics
+    if state.status == "continue":
+        raise ValueError(
+            f"workdir {workdir!r} holds a finished run of {state.previous_epochs} epochs; the "
+            "multiworker strategy cannot continue a finished run: continue it with "
+            "--strategy mirrored, or use another --workdir"
+        )
+    start_run_workdir(config, workdir, state, overwrite=overwrite)
     return None
 
 
 def finished_message(workdir: str, metrics: dict) -> str:
     return (
         f"{workdir}: this run already finished (test top-1 {metrics['top1']:.4f}); "
-        "nothing to train. Pass --overwrite to train it again."
+        "nothing to train. Pass --overwrite to train it again, or a larger --epochs to "
+        "continue it."
     )
 
 
@@ -222,12 +324,12 @@ def write_metrics(
     timer: EpochTimer,
     params: tuple[int, int],
     replicas: int,
-    resume_dir: str,
+    resume_dir: str | None,
     extra: dict | None = None,
     verbose: bool = True,
 ) -> dict:
-    """Writes metrics.json, then deletes the resume state in `resume_dir` (the run is over)
-    and prints a summary (when `verbose`); returns the metrics.
+    """Writes metrics.json, then deletes the resume state in `resume_dir` (None: kept, so
+    that a larger `epochs` can continue the run) and prints a summary (when `verbose`); returns the metrics.
 
     When `test` holds a confusion matrix (`training.evaluate.evaluate_model`'s), also writes
     confusion.png and stores the test accuracy per class with the class names.
@@ -265,7 +367,8 @@ def write_metrics(
         **(extra or {}),
     }
     write_json(os.path.join(workdir, "metrics.json"), metrics)
-    shutil.rmtree(resume_dir, ignore_errors=True)
+    if resume_dir is not None:
+        shutil.rmtree(resume_dir, ignore_errors=True)
     if not verbose:
         return metrics
     if datasets.skipped.count:

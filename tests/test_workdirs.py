@@ -1,0 +1,240 @@
+"""Run directories you can trust (issue 30): `--overwrite` removes only a run, a refused
+command leaves no trace, `evaluate WORKDIR` measures on the run's own test images, a
+finished run continues with a larger `--epochs`, `--specs` trains a width table, and the
+command line's flags are `TrainConfig`'s fields."""
+
+import dataclasses
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+from helpers import make_fashion_mnist
+from PIL import Image
+
+import keras_inception as ki
+from keras_inception.specs import scale_table
+from training.cli import build_parser
+from training.cli import main as cli_main
+from training.config import TrainConfig
+from training.evaluate import eval_data_config, evaluate_saved_model, load_inference_model
+from training.fields import ConfigError
+from training.sources.base import holdout
+from training.tuning import CONFIG_FILE, TuneConfig, check_search, prepare_search
+
+# Tiny GoogLeNets that train an epoch on a few hundred images in seconds.
+TINY = ["--width-multiplier", "0.125", "--min-depth", "4", "--batch-size", "32"]
+QUICK = [*TINY, "--no-export", "--precise-bn-images", "0", "--no-aux", "--dropout", "0"]
+
+
+@pytest.fixture(scope="module")
+def fmnist_dir(tmp_path_factory):
+    return make_fashion_mnist(tmp_path_factory.mktemp("fmnist"), n_train=128, n_test=32)
+
+
+def _subparser(command: str):
+    return build_parser()._subparsers._group_actions[0].choices[command]
+
+
+def _json(*path) -> dict:
+    with open(os.path.join(*path)) as f:
+        return json.load(f)
+
+
+def _flag_defaults(command: str) -> dict:
+    parser = _subparser(command)
+    return {a.dest: a.default for a in parser._actions if a.option_strings and a.dest != "help"}
+
+
+# --- flags are the config's fields -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "configs", "left_out"),
+    [
+        ("train", [TrainConfig], set()),
+        ("tune", [TrainConfig, TuneConfig], {"time_budget_minutes", "specs"}),
+    ],
+)
+def test_every_config_field_is_a_flag_with_the_configs_default(command, configs, left_out):
+    flags = _flag_defaults(command)
+    for config in configs:
+        for field in dataclasses.fields(config):
+            if field.name in left_out:
+                assert field.name not in flags
+                continue
+            assert field.name in flags, f"{command} has no flag for {field.name}"
+            assert flags[field.name] == field.default, field.name
+    # And the parsed namespace of no flags builds the default config.
+    args = vars(_subparser(command).parse_args(["--workdir", "w"]))
+    assert TrainConfig(**{f.name: args[f.name] for f in dataclasses.fields(TrainConfig)
+                          if f.name not in left_out}) == TrainConfig()  # fmt: skip
+
+
+def test_help_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--epochs EPOCHS epochs to train" in text and "(default: 10)" in text
+    assert "(default: 0.99)" in text and "(default: googlenet)" in text
+    assert "--flip, --no-flip" in text
+
+
+def test_config_errors_name_the_flags_typed(capsys):
+    assert cli_main(["train", "--image-size", "4", "--workdir", "w"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: --image-size must be at least 8; received 4")
+    with pytest.raises(ConfigError, match="specs holds final widths"):
+        TrainConfig(specs="best_specs.json", width_multiplier=0.5)
+    argv = ["train", "--specs", "s.json", "--width-multiplier", "0.5", "--workdir", "w"]
+    assert cli_main(argv) == 2
+    assert "received --specs s.json with --width-multiplier 0.5" in capsys.readouterr().err
+
+
+# --- overwrite, and no trace of a refused command -------------------------------------
+
+
+def test_overwrite_refuses_a_folder_that_holds_no_run(tmp_path, capsys):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "thesis.tex").write_text("years of work")
+    for extra in (["--overwrite"], []):
+        argv = ["train", *QUICK, "--epochs", "1", "--workdir", str(folder), *extra]
+        assert cli_main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert str(folder) in err and "config.json" in err and "\n" not in err
+        assert (folder / "thesis.tex").read_text() == "years of work"
+        assert os.listdir(folder) == ["thesis.tex"]
+    # tune --overwrite: the same rule, with the search's own file.
+    with pytest.raises(ValueError, match=f"refusing to --overwrite .*{CONFIG_FILE}"):
+        check_search(TrainConfig(), TuneConfig(), str(folder), overwrite=True)
+    assert os.listdir(folder) == ["thesis.tex"]
+
+
+def test_tune_overwrite_removes_only_a_search(tmp_path):
+    workdir = str(tmp_path / "search")
+    config = TrainConfig(epochs=2)
+    assert prepare_search(config, TuneConfig(), workdir) is False
+    (tmp_path / "search" / "trials.csv").write_text("old")
+    with pytest.raises(ValueError, match="another configuration"):
+        check_search(config, TuneConfig(max_trials=3), workdir)
+    prepare_search(config, TuneConfig(max_trials=3), workdir, overwrite=True)
+    assert sorted(os.listdir(workdir)) == [CONFIG_FILE]  # the old search is gone
+    saved = json.loads((tmp_path / "search" / CONFIG_FILE).read_text())
+    assert saved["tune"]["max_trials"] == 3
+
+
+def test_a_refused_command_leaves_no_trace_and_the_corrected_one_runs(fmnist_dir, tmp_path, capsys):
+    workdir = tmp_path / "run"
+    base = ["train", *QUICK, "--epochs", "1", "--workdir", str(workdir)]
+    refused = [
+        # the data is not there
+        ([*base, "--dataset", "imagefolder", "--data-dir", str(tmp_path / "nowhere")], "nowhere"),
+        # an input too small for the model (checked by building it)
+        ([*base, "--data-dir", fmnist_dir, "--model", "inception_v3", "--stem", "imagenet"], "75"),
+        # an unknown TFDS name
+        ([*base, "--dataset", "no_such_dataset_x"], "no_such_dataset_x"),
+    ]
+    for argv, message in refused:
+        assert cli_main(argv) == 2, argv
+        assert message in capsys.readouterr().err
+        assert not workdir.exists(), argv  # not even config.json
+    assert cli_main([*base, "--data-dir", fmnist_dir]) == 0
+    assert json.loads((workdir / "metrics.json").read_text())["epochs"] == 1
+
+
+# --- evaluate WORKDIR: the run's test images --------------------------------------------
+
+
+def _image_folder(root, classes=3, per_class=16, side=16, seed=0):
+    """root/<class>/*.png: class k is bright in colour channel k, plus noise."""
+    rng = np.random.default_rng(seed)
+    for k in range(classes):
+        (root / f"c{k}").mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 90, size=(side, side, 3))
+            pixels[..., k] += 150
+            Image.fromarray(pixels.astype("uint8")).save(root / f"c{k}" / f"{i}.png")
+    return str(root)
+
+
+def test_evaluate_workdir_reproduces_the_runs_test_metrics_on_its_own_holdout(tmp_path, capsys):
+    """A flat folder, a non-default seed: the run's held-out images depend on the seed, so
+    evaluating with another seed would measure on images the run trained on."""
+    folder = _image_folder(tmp_path / "images")
+    workdir = str(tmp_path / "run")
+    argv = ["train", *QUICK, "--dataset", "imagefolder", "--data-dir", folder]
+    argv += ["--seed", "3", "--val-fraction", "0.25", "--epochs", "1", "--workdir", workdir]
+    assert cli_main(argv) == 0
+    metrics = _json(workdir, "metrics.json")
+
+    labels = np.repeat(np.arange(3), 16)
+    assert not np.array_equal(holdout(labels, 0.25, 3)[1], holdout(labels, 0.25, 0)[1])
+    config, run, notes = eval_data_config(workdir, load_inference_model(workdir))
+    assert (config.dataset, config.data_dir, config.seed, config.val_fraction) == (
+        "imagefolder", folder, 3, 0.25,
+    )  # fmt: skip
+    assert run.seed == 3 and notes == []
+
+    capsys.readouterr()
+    assert cli_main(["evaluate", workdir, "--crops", "single"]) == 0  # no flags
+    out = capsys.readouterr().out
+    single = json.loads(out[out.index("{") :])["single"]
+    assert single["images"] == metrics["num_test"] == 12
+    assert single["top1"] == metrics["top1"]
+    # The mean cross-entropy is continuous: another set of images would not give it.
+    assert single["loss"] == pytest.approx(metrics["loss"], rel=1e-5)
+
+    # A flag that changes the data says so.
+    elsewhere = _image_folder(tmp_path / "other", seed=1)
+    results = evaluate_saved_model(workdir, data_dir=elsewhere, crops=("single",))
+    assert results["single"]["images"] == 12
+    assert f"--data-dir {elsewhere} differs from the run's" in capsys.readouterr().out
+
+
+def test_evaluate_a_model_file_needs_its_dataset(tmp_path, capsys):
+    model = ki.build_googlenet(input_shape=(28, 28, 1), stem="small", classes=10,
+                               width_multiplier=0.125, min_depth=4)  # fmt: skip
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    assert cli_main(["evaluate", path]) == 2
+    assert "pass --dataset" in capsys.readouterr().err
+
+
+# --- continue a finished run; train a width table ---------------------------------------
+
+
+def test_larger_epochs_continue_a_finished_run_with_a_specs_table(fmnist_dir, tmp_path, capsys):
+    specs_path = str(tmp_path / "best_specs.json")
+    table = scale_table(
+        ki.default_specs("googlenet"), width_multiplier=0.125, bottleneck_ratio=0.5, min_depth=2
+    )
+    ki.save_specs(table, specs_path)
+    workdir = str(tmp_path / "run")
+    base = ["train", "--specs", specs_path, "--batch-size", "32", "--no-export", "--no-aux"]
+    base += ["--precise-bn-images", "0", "--data-dir", fmnist_dir, "--workdir", workdir]
+    assert cli_main([*base, "--epochs", "1"]) == 0
+    first = _json(workdir, "metrics.json")
+    expected = ki.build_googlenet(
+        specs=table, stem="small", input_shape=(28, 28, 1), classes=10
+    )
+    assert first["inference_params"] == expected.count_params()
+    # The table is built as it is: widths below --min-depth's default of 16 stay.
+    assert min(s.reduce5x5 for k, s in table.items() if k[0].isdigit()) < 16
+
+    capsys.readouterr()
+    assert cli_main([*base, "--epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "epochs 1-1 are done; continuing at epoch 2 of 2" in out
+    metrics = _json(workdir, "metrics.json")
+    assert metrics["epochs"] == 2 and len(metrics["epoch_times"]) == 2
+    with open(os.path.join(workdir, "history.csv")) as f:
+        assert [line.split(",")[0] for line in f.read().splitlines()[1:]] == ["0", "1"]
+    assert _json(workdir, "metrics_1_epochs.json") == first
+    steps = -(-metrics["num_train"] // 32)
+    model = keras.saving.load_model(os.path.join(workdir, "model.keras"))
+    assert model.count_params() == expected.count_params()
+    assert int(model.optimizer.iterations) == 2 * steps  # the optimizer went on too
+    # Fewer epochs than the run has is another configuration.
+    assert cli_main([*base, "--epochs", "1"]) == 2
+    assert "differs in ['epochs']" in capsys.readouterr().err
