@@ -2,12 +2,20 @@
 
 Builders follow the conventions of `keras.applications`; auxiliary classifiers are extra
 named outputs, dropped for inference by `strip_aux_heads`. Imports `keras` only, so the
-models run on every Keras backend.
+models run on every Keras backend. Their `.keras` files record Keras's own layers (the
+fused batch norm as `keras.layers.BatchNormalization`), so `keras.saving.load_model` reads
+them without this package, and `keras_inception.load_model` with the fused layer; the two
+custom layers, `LocalResponseNormalization` (GoogLeNet with `batch_norm=False`) and
+`AdaptiveAveragePooling2D` (`aux_pool="torch"`), still need this package to load.
 """
 
 from keras_inception import analysis
 from keras_inception.features import feature_model
-from keras_inception.fused_batchnorm import FusedBatchNormalization, fuse_batch_norm
+from keras_inception.fused_batchnorm import (
+    FusedBatchNormalization,
+    fuse_batch_norm,
+    load_model,
+)
 from keras_inception.googlenet import GOOGLENET_SPECS, build_googlenet
 from keras_inception.heads import default_loss_weights, strip_aux_heads
 from keras_inception.inception_v2 import (
@@ -80,6 +88,7 @@ __all__ = [
     "get_builder",
     "get_model",
     "list_models",
+    "load_model",
     "load_specs",
     "preprocess_input",
     "save_specs",

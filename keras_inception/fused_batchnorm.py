@@ -10,6 +10,19 @@ allow), same `get_config`, so `.keras` files, `.weights.h5` files and keras.appl
 InceptionV3 weights load into either. (For that, its `__name__` is Keras's, which Keras
 files key weights by; see the note after the class.)
 
+Files are plain Keras: the fused kernel is a runtime choice, not part of the model. A
+`.keras` file (and `get_config`, `to_json`) records this layer as Keras's own,
+`{"module": "keras.layers", "class_name": "BatchNormalization", "registered_name": None}`,
+with Keras's config and weights, so `keras.saving.load_model` reads it where only Keras
+is installed (`safe_mode=True`) and gives `keras.layers.BatchNormalization` layers, with
+the same numbers. `load_model` (this module) loads a file and puts the fused layer back.
+Keras names a layer in a file after its class, and only a private Keras API changes that
+name: `keras_inception.keras_private.serialize_as`, checked on import (it warns and
+leaves Keras alone if that API has changed; files then record the registered name
+below). Files written before, which record `"registered_name":
+"keras_inception>FusedBatchNormalization"`, still load wherever `keras_inception` is
+imported: that name stays registered, for loading.
+
 Its numbers are Keras's, up to float rounding (tests/test_fused_batchnorm.py):
 
 * outputs: `gamma * (x - mean) / sqrt(var + epsilon) + beta` with the batch's mean and
@@ -47,15 +60,24 @@ x = FusedBatchNormalization(epsilon=1e-3, scale=False, name="conv1_bn")(x)
 # Swap every BatchNormalization of an existing model (same weights, same order):
 fused = keras.models.clone_model(model, clone_function=fuse_batch_norm)
 fused.set_weights(model.get_weights())
+
+# A file records keras.layers.BatchNormalization; load it with the fused layer:
+model.save("model.keras")
+fused = load_model("model.keras")  # keras.saving.load_model's arguments, too
 ```
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+from collections.abc import Callable
+from typing import Any
 
 import keras
 from keras import layers, ops
+
+from keras_inception import keras_private
 
 # Input dtypes the kernel takes (its `T`; gamma, beta and statistics are float32, `U`).
 FUSED_DTYPES = ("float16", "bfloat16", "float32")
@@ -76,7 +98,8 @@ class FusedBatchNormalization(layers.BatchNormalization):
     Ioffe & Szegedy, "Batch Normalization: Accelerating Deep Network Training by Reducing
     Internal Covariate Shift", 2015. A drop-in subclass: it takes the arguments of
     `keras.layers.BatchNormalization`, has its weights, and gives its numbers (see the
-    module docstring for what runs where).
+    module docstring for what runs where). Configs and `.keras` files record it as
+    `keras.layers.BatchNormalization`; `load_model` restores it.
 
     Args:
         **kwargs: the arguments of `keras.layers.BatchNormalization` (`axis`,
@@ -161,9 +184,12 @@ class FusedBatchNormalization(layers.BatchNormalization):
 # be filed under `fused_batch_normalization_*`, and no file saved with Keras's layer would
 # load into a model built with this one, nor back. Hence the Python class is named
 # FusedBatchNormalization (`__qualname__`, imports, pickling, the registered name
-# "keras_inception>FusedBatchNormalization" that `.keras` configs record and load by) while
-# its `__name__`, which the weight files and `model.summary()` show, is Keras's.
+# "keras_inception>FusedBatchNormalization" that older `.keras` files record and load by)
+# while its `__name__`, which the weight files and `model.summary()` show, is Keras's.
 FusedBatchNormalization.__name__ = "BatchNormalization"
+
+# Configs and files record Keras's BatchNormalization (see the module docstring).
+keras_private.serialize_as(FusedBatchNormalization, layers.BatchNormalization)
 
 
 def fuse_batch_norm(layer: layers.Layer) -> layers.Layer:
@@ -177,6 +203,97 @@ def fuse_batch_norm(layer: layers.Layer) -> layers.Layer:
     fused.set_weights(model.get_weights())
     ```
     """
-    if type(layer) is layers.BatchNormalization:
-        return FusedBatchNormalization.from_config(layer.get_config())
-    return layer.__class__.from_config(layer.get_config())
+    return _swap_batch_norm(FusedBatchNormalization)(layer)
+
+
+def _swap_batch_norm(target: type) -> Callable[[layers.Layer], layers.Layer]:
+    """`clone_model` clone function: a `target` for every BatchNormalization, fused or
+    not (same config, so same name and weights); other layers cloned."""
+
+    def clone(layer: layers.Layer) -> layers.Layer:
+        if type(layer) in (layers.BatchNormalization, FusedBatchNormalization):
+            return target.from_config(layer.get_config())
+        return layer.__class__.from_config(layer.get_config())
+
+    return clone
+
+
+def _batch_norm_kinds(model: keras.Model) -> set[type]:
+    """The classes of the BatchNormalization layers of `model`, nested models included."""
+    kinds = set()
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            kinds |= _batch_norm_kinds(layer)
+        elif isinstance(layer, layers.BatchNormalization):
+            kinds.add(type(layer))
+    return kinds
+
+
+def load_model(
+    filepath: str | os.PathLike, *, fused_batch_norm: bool = True, **kwargs: Any
+) -> keras.Model:
+    """`keras.saving.load_model`, with every BatchNormalization a FusedBatchNormalization.
+
+    A `.keras` file records Keras's BatchNormalization (see the module docstring), which
+    `keras.saving.load_model` gives back; this function rebuilds the model with the fused
+    layer (`clone_model`, nested Functional and Sequential models included) and the same
+    weights. A compiled model stays compiled: the same compile config (optimizer, losses,
+    metrics, loss weights) and the optimizer's state (step count, moments) copied, so
+    training resumes where it stopped. A model with nothing to swap is returned as
+    loaded.
+
+    Args:
+        filepath: str or path-like. A file `keras.saving.load_model` reads.
+        fused_batch_norm: bool. True: `FusedBatchNormalization` layers (TensorFlow's
+            fused kernel; Keras's computation on other backends). False:
+            `keras.layers.BatchNormalization` layers, also for files written before
+            files recorded Keras's layer. Defaults to True.
+        **kwargs: `keras.saving.load_model`'s (`custom_objects`, `compile`,
+            `safe_mode`); `custom_objects` also serve the recompilation.
+
+    Returns:
+        A `keras.Model`.
+
+    Examples:
+
+    ```python
+    model = keras_inception.build_googlenet(classes=10)
+    model.save("googlenet.keras")
+    fused = load_model("googlenet.keras")  # FusedBatchNormalization layers
+    plain = keras.saving.load_model("googlenet.keras")  # Keras's BatchNormalization
+    ```
+    """
+    model = keras.saving.load_model(filepath, **kwargs)
+    target = FusedBatchNormalization if fused_batch_norm else layers.BatchNormalization
+    if not _batch_norm_kinds(model) - {target}:
+        return model
+    swapped = keras.models.clone_model(
+        model, clone_function=_swap_batch_norm(target), recursive=True
+    )
+    swapped.set_weights(model.get_weights())
+    compile_config = model.get_compile_config() if model.compiled else None
+    if compile_config:
+        with keras.saving.custom_object_scope(kwargs.get("custom_objects") or {}):
+            swapped.compile_from_config(compile_config)
+        _copy_optimizer_state(model, swapped)
+    return swapped
+
+
+def _copy_optimizer_state(source: keras.Model, target: keras.Model) -> None:
+    """The values of `source`'s optimizer variables into `target`'s (both built on the
+    same trainable variables, in the same order)."""
+    old = getattr(source, "optimizer", None)
+    new = getattr(target, "optimizer", None)
+    if old is None or new is None or not old.variables:
+        return
+    if not new.variables:
+        new.build(target.trainable_variables)
+    old_shapes = [tuple(v.shape) for v in old.variables]
+    new_shapes = [tuple(v.shape) for v in new.variables]
+    if old_shapes != new_shapes:
+        raise ValueError(
+            "load_model: the rebuilt model's optimizer does not match the loaded one's; "
+            f"received variable shapes {new_shapes} for {old_shapes}"
+        )
+    for variable, value in zip(new.variables, old.variables, strict=True):
+        variable.assign(value)

@@ -1,4 +1,14 @@
-"""Sparse-label cross-entropy with label smoothing (Keras's sparse loss has none)."""
+"""Sparse-label cross-entropy with label smoothing (Keras's sparse loss has none).
+
+Keras 3.15 has no built-in for it: `keras.losses.SparseCategoricalCrossentropy` takes no
+`label_smoothing`, and `CategoricalCrossentropy` / `CategoricalFocalCrossentropy` smooth
+one-hot labels only (they read the class count from the labels' last axis).
+
+A `.keras` file of a model compiled with this loss records it as
+"keras_inception_training>SparseCrossentropyWithSmoothing": it loads with `compile=True`
+only where `training` is imported (with `compile=False` anywhere). A file meant to load
+with Keras alone (inference.keras) is saved from an uncompiled model.
+"""
 
 from __future__ import annotations
 
