@@ -9,9 +9,12 @@ All three sources (`training.sources`) produce the same stream, ``(image float32
 * ``"fashion_mnist"`` from the original idx files (gzipped or not) found in ``data_dir`` or
   Debian's ``/usr/share/datasets/fashion-mnist`` (package ``dataset-fashion-mnist``), else
   through TFDS;
-* ``"imagefolder"``: ``root/<class>/*.jpg|jpeg|png`` or ``root/<split>/<class>/...``.
-  Unreadable images are found by a header check before the pipeline is built, and are
-  counted and listed in ``Datasets.skipped`` instead of crashing training.
+* ``"imagefolder"``: ``root/<class>/<images>`` or ``root/<split>/<class>/...`` in any
+  format Pillow reads (JPEG and PNG decoded by TensorFlow; the others converted once to
+  PNG in a cache, see `training.sources.folder`). Unreadable images are found before the
+  pipeline is built and are counted and listed in ``Datasets.skipped`` instead of
+  crashing training; files that are not images are listed apart, in
+  ``Datasets.skipped.non_images``.
 
 A source without a validation split holds out a stratified ``val_fraction`` of train.
 
@@ -178,7 +181,7 @@ class Datasets:
         num_train: int. Training examples (before any repeat).
         num_validation: int. Validation examples.
         num_test: int. Test examples.
-        skipped: SkipReport. Unreadable files left out.
+        skipped: SkipReport. Unreadable images and, apart, non-image files left out.
         train_repeats: int. Training examples repeated in every epoch: with
             MirroredStrategy over several replicas, the first examples of ``train`` again,
             so that its last batch gives every replica at least one

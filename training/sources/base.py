@@ -16,21 +16,37 @@ from sklearn.model_selection import train_test_split
 
 @dataclasses.dataclass
 class SkipReport:
-    """Images that could not be read and were left out: ``(path, reason)`` pairs."""
+    """What a source left out, as ``(path, reason)`` pairs, in two lists.
+
+    ``files``: images that could not be read (truncated, empty, or not the image their
+    extension says); `count` is their number. ``non_images``: files and folders that are
+    not images of a class, left out without trying to read them (``notes.txt``,
+    ``Thumbs.db``, hidden files and folders, files outside any class folder).
+    """
 
     files: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    non_images: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
     @property
     def count(self) -> int:
+        """Number of unreadable images (``files``); the non-images are not counted here."""
         return len(self.files)
 
     def summary(self, limit: int = 10) -> str:
-        if not self.files:
+        """The unreadable images, then the non-image files: up to ``limit`` lines each."""
+        if not self.files and not self.non_images:
             return "skipped 0 images"
-        lines = [f"skipped {self.count} unreadable image(s):"]
-        lines += [f"  {path}: {reason}" for path, reason in self.files[:limit]]
-        if self.count > limit:
-            lines.append(f"  ... and {self.count - limit} more")
+        lines = []
+        for items, heading in (
+            (self.files, f"skipped {len(self.files)} unreadable image(s):"),
+            (self.non_images, f"left out {len(self.non_images)} non-image file(s):"),
+        ):
+            if not items:
+                continue
+            lines.append(heading)
+            lines += [f"  {path}: {reason}" for path, reason in items[:limit]]
+            if len(items) > limit:
+                lines.append(f"  ... and {len(items) - limit} more")
         return "\n".join(lines)
 
 
