@@ -1,5 +1,5 @@
 """Helpers shared by the benchmark scripts: machine line, timing, matmul rate, tables,
-the demo models.
+the demo models, and the command-line options they share with `python -m training train`.
 
 Every figure a script prints is meant to be read as a ratio against a baseline measured
 in the same process, interleaved with it (A B A B ...): the machines these run on are
@@ -8,8 +8,10 @@ shared and noisy, so an absolute time alone means little.
 
 from __future__ import annotations
 
+import argparse
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
@@ -19,7 +21,7 @@ import keras
 import tensorflow as tf
 
 import keras_inception as ki
-from training import machine
+from training import machine, strategy
 
 FLOP_CONVENTION = (
     "FLOPs: a multiply-add is 2 FLOPs; training = 3 x forward (backward ~ 2 x forward), "
@@ -157,12 +159,150 @@ def format_table(rows: list[dict], columns: Sequence[str] | None = None) -> str:
     return "\n".join(lines)
 
 
+class BadValue(argparse.ArgumentTypeError, ValueError):
+    """A command-line value that breaks its option's rule: argparse prints the message
+    after the option's name; called from Python, it is a ValueError."""
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1, with a message naming the value."""
     try:
         value = int(text)
-    except ValueError as e:
-        raise ValueError(f"expected a positive integer; received {text!r}") from e
+    except ValueError:
+        raise BadValue(f"expected a positive integer; received {text!r}") from None
     if value < 1:
-        raise ValueError(f"expected a positive integer; received {text!r}")
+        raise BadValue(f"expected a positive integer; received {text!r}")
     return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0, with a message naming the value."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadValue(f"expected a positive number; received {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise BadValue(f"expected a positive number; received {text!r}")
+    return value
+
+
+# --- options named as `python -m training train` names them (issue 30) -------------------
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, but not "None" (the help text says what None means)."""
+
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
+MIXED_POLICIES = ("mixed_bfloat16", "mixed_float16")
+
+
+class _MixedPrecision(argparse.Action):
+    """`--mixed-precision [POLICY]`: stores a Keras dtype policy name; without POLICY, the
+    machine's mixed policy, as `python -m training train --mixed-precision` picks it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values or strategy.mixed_precision_policy())
+
+
+class _DeprecatedAlias(argparse.Action):
+    """A retired spelling of an option: stores into the new option's dest and prints a
+    one-line note naming the new spelling to stderr."""
+
+    def __init__(self, option_strings, dest, *, convert=None, spelling=None, **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.convert = convert or (lambda value: value)
+        self.spelling = spelling
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        value = self.convert(values)
+        print(
+            f"warning: {option_string} is deprecated and will be removed in the next release; "
+            f"use {self.spelling(value)}",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, value)
+
+
+def add_deprecated_alias(
+    parser: argparse.ArgumentParser,
+    old: str,
+    new: str,
+    *,
+    dest: str,
+    convert: Callable[[Any], Any] | None = None,
+    spelling: Callable[[Any], str] | None = None,
+    **kwargs: Any,
+) -> None:
+    """Adds `old`, hidden from --help, as a deprecated spelling of the option `new` (which
+    stores into `dest`): its value, `convert`ed, goes to `dest`, and a note on stderr says
+    what to write instead (`spelling(value)`; default "NEW VALUE"). `kwargs` go to
+    `add_argument` (`type`, `choices`, ...)."""
+    parser.add_argument(
+        old,
+        dest=dest,
+        action=_DeprecatedAlias,
+        convert=convert,
+        spelling=spelling or (lambda value: f"{new} {value}"),
+        default=argparse.SUPPRESS,  # the new option's default stands
+        help=argparse.SUPPRESS,
+        **kwargs,
+    )
+
+
+def add_width_multiplier(
+    parser: argparse.ArgumentParser,
+    default: float = 1.0,
+    help: str = "scale every conv width: max(int(w * m), min_depth)",
+) -> None:
+    """training's `--width-multiplier` (dest `width_multiplier`); `--width` deprecated."""
+    parser.add_argument("--width-multiplier", type=positive_float, default=default, help=help)
+    add_deprecated_alias(
+        parser, "--width", "--width-multiplier", dest="width_multiplier", type=positive_float
+    )
+
+
+def add_image_size(
+    parser: argparse.ArgumentParser, option: str, default: int, whose: str, *, old: str
+) -> None:
+    """An input side (dest from `option`): training's `--image-size`, or
+    `--<model>-image-size` where a script runs models at different sizes; `old` is its
+    deprecated spelling."""
+    dest = option.removeprefix("--").replace("-", "_")
+    parser.add_argument(
+        option, type=positive_int, default=default, help=f"input side of {whose} in pixels"
+    )
+    add_deprecated_alias(parser, old, option, dest=dest, type=positive_int)
+
+
+def add_mixed_precision(
+    parser: argparse.ArgumentParser, policies: Sequence[str] = MIXED_POLICIES, note: str = ""
+) -> None:
+    """`--mixed-precision [POLICY]`, dest `policy`: a Keras dtype policy name, "float32"
+    without the flag. Bare, it means what training's `--mixed-precision` means
+    (`training.strategy.mixed_precision_policy()`: mixed_float16 on GPU, mixed_bfloat16 on
+    CPU); with one of `policies`, that policy on any machine. `note` ends the help text."""
+    parser.add_argument(
+        "--mixed-precision",
+        dest="policy",
+        action=_MixedPrecision,
+        nargs="?",
+        choices=policies,
+        default="float32",
+        metavar="POLICY",
+        help="the dtype policy: float32 without this flag; with it, as in training, "
+        "mixed_float16 on GPU and mixed_bfloat16 on CPU (final layers stay float32); "
+        f"--mixed-precision POLICY ({', '.join(policies)}) picks one on any machine"
+        + (f"; {note}" if note else ""),
+    )
+
+
+def policy_spelling(policy: str) -> str:
+    """The command-line spelling that selects the dtype policy `policy`."""
+    if policy == "float32":
+        return "no --mixed-precision (float32 is the default)"
+    return f"--mixed-precision {policy}"

@@ -5,10 +5,12 @@ For each model, two copies with the same weights: one as built (Keras's
 `BatchNormalization` swapped for `keras_inception.FusedBatchNormalization`
 (`keras.models.clone_model(..., clone_function=fuse_batch_norm)`), which runs
 TensorFlow's `FusedBatchNormV3` kernel forward and backward. Both are compiled alike
-(`jit_compile=False`; SGD with momentum, or AdamW) and trained on one fixed random batch;
-their timed rounds are interleaved (round 1: unfused, fused; round 2: fused, unfused; ...),
-and the speedup is the median over rounds of fused images/s over unfused images/s in the
-same round (above 1: the fused layer is faster).
+(`jit_compile=False`; SGD with momentum, or AdamW) under one Keras dtype policy (float32;
+`--mixed-precision`, as in training, mixed_float16 on GPU and mixed_bfloat16 on CPU;
+`--mixed-precision POLICY` that policy on any machine) and trained on one fixed random
+batch; their timed rounds are interleaved (round 1: unfused, fused; round 2: fused,
+unfused; ...), and the speedup is the median over rounds of fused images/s over unfused
+images/s in the same round (above 1: the fused layer is faster).
 
 Models:
 
@@ -36,6 +38,7 @@ Example:
 python -m benchmarks.fused_bn --rounds 5 --steps 3
 python -m benchmarks.fused_bn --models googlenet_demo --rounds 1 --steps 1 --demo-batch-size 8
 python -m benchmarks.fused_bn --models googlenet_demo googlenet_demo_aux
+python -m benchmarks.fused_bn --models inception_v3 --rounds 5 --steps 3 --mixed-precision
 ```
 """
 
@@ -61,7 +64,6 @@ from benchmarks import common  # noqa: E402
 
 MODELS = ("inception_v3", "googlenet_demo", "googlenet_demo_aux", "keras_inception_v3")
 DEFAULT_MODELS = ("inception_v3", "googlenet_demo")
-POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 COLUMNS = (
     "model",
     "input",
@@ -162,7 +164,8 @@ def prepare(name: str, args: argparse.Namespace) -> Pair:
 
 
 def run(args: argparse.Namespace) -> list[dict]:
-    """Measures every model of `args.models`; returns the table rows (see `COLUMNS`)."""
+    """Measures every model of `args.models` under the dtype policy `args.policy` (set by
+    `--mixed-precision`); returns the table rows (see `COLUMNS`)."""
     keras.config.set_dtype_policy(args.policy)
     names = list(dict.fromkeys(args.models))
     for name in names:
@@ -217,11 +220,11 @@ def run(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.fused_bn",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=common.HelpFormatter,
     )
     parser.add_argument(
         "--models", nargs="+", default=list(DEFAULT_MODELS), choices=MODELS, help="models to run"
@@ -244,12 +247,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=common.DEMO_BATCH_SIZES["googlenet_demo_aux"],
         help="googlenet_demo_aux's batch",
     )
-    parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
-    parser.add_argument("--policy", choices=POLICIES, default="float32", help="dtype policy")
+    parser.add_argument(
+        "--optimizer",
+        choices=("sgd", "adamw"),
+        default="sgd",
+        help="SGD(0.01, momentum 0.9) or AdamW(1e-3, weight decay 1e-4)",
+    )
+    common.add_mixed_precision(parser)
+    common.add_deprecated_alias(
+        parser,
+        "--policy",
+        "--mixed-precision",
+        dest="policy",
+        choices=("float32", *common.MIXED_POLICIES),
+        spelling=common.policy_spelling,
+    )
     parser.add_argument("--warmup", type=common.positive_int, default=2, help="untimed steps")
     parser.add_argument("--rounds", type=common.positive_int, default=5, help="A B B A rounds")
     parser.add_argument("--steps", type=common.positive_int, default=3, help="steps per round")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the batch")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.image_size < 75 and set(args.models) & {"inception_v3", "keras_inception_v3"}:
         parser.error(

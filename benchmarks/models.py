@@ -11,15 +11,16 @@ interleaved with the models (round 1: A B C D, round 2: A B C D, ...; medians re
 
 All models are compiled alike: SGD with momentum, sparse categorical cross-entropy,
 `jit_compile=False`, softmax outputs, random weights, one fixed random batch, under one
-Keras dtype policy (`--policy`: float32 by default; `mixed_bfloat16` computes in bfloat16,
-which CPUs with AVX512-BF16 or AMX run on their bf16 units, and the matmul rate is then
-measured in bfloat16 too).
+Keras dtype policy: float32 by default; `--mixed-precision`, as in training, the machine's
+mixed policy (mixed_float16 on GPU; mixed_bfloat16 on CPU, which computes in bfloat16, on
+the bf16 units of CPUs with AVX512-BF16 or AMX), or `--mixed-precision POLICY` that policy
+on any machine. The matmul rate is measured in the policy's compute dtype too.
 
 Example:
 
 ```
 python -m benchmarks.models --batch-size 16 --rounds 3 --steps 2
-python -m benchmarks.models --models inception_v3 --policy mixed_bfloat16
+python -m benchmarks.models --models inception_v3 --mixed-precision
 ```
 """
 
@@ -43,7 +44,6 @@ import tensorflow as tf  # noqa: E402
 import keras_inception as ki  # noqa: E402
 from benchmarks import common  # noqa: E402
 
-POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 MODELS = ("inception_v3", "keras_inception_v3", "googlenet", "googlenet_aux", "inception_v2")
 DEFAULT_MODELS = ("inception_v3", "keras_inception_v3", "googlenet", "googlenet_aux")
 # model -> the baseline its ratios are against.
@@ -128,8 +128,9 @@ def prepare(name: str, size: int, batch: int, classes: int, width: float, seed: 
 
 
 def run(args: argparse.Namespace) -> list[dict]:
-    """Measures every model of `args.models` under the dtype policy `args.policy`;
-    returns the table rows (see `COLUMNS`). The global policy is restored afterwards."""
+    """Measures every model of `args.models` under the dtype policy `args.policy` (set
+    by `--mixed-precision`); returns the table rows (see `COLUMNS`). The global policy is
+    restored afterwards."""
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(args.policy)
     try:
@@ -148,11 +149,15 @@ def _run(args: argparse.Namespace) -> list[dict]:
     for name in list(names):
         if BASELINE_OF[name] not in names:
             names.append(BASELINE_OF[name])
-    size_of = {n: args.googlenet_size if n.startswith("googlenet") else args.v3_size for n in names}
-    if args.width != 1.0:
+    size_of = {
+        n: args.googlenet_image_size if n.startswith("googlenet") else args.v3_image_size
+        for n in names
+    }
+    width = args.width_multiplier
+    if width != 1.0:
         names = [n for n in names if n != "keras_inception_v3"]
     benches = [
-        prepare(n, size_of[n], args.batch_size, args.classes, args.width, args.seed) for n in names
+        prepare(n, size_of[n], args.batch_size, args.classes, width, args.seed) for n in names
     ]
     matmul_dtype = keras.config.dtype_policy().compute_dtype
     matmul = common.MatmulRate(args.matmul_size, dtype=matmul_dtype)
@@ -184,7 +189,7 @@ def _run(args: argparse.Namespace) -> list[dict]:
     for bench in benches:
         base = by_name.get(BASELINE_OF[bench.name])
         # Ratios per round (same round, adjacent in time), then the median. No baseline
-        # (keras_inception_v3 has no --width): no ratio.
+        # (keras_inception_v3 has no --width-multiplier): no ratio.
         train_ratio = infer_ratio = float("nan")
         if base is not None:
             train_ratio = common.median(
@@ -219,25 +224,54 @@ def _run(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.models",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=common.HelpFormatter,
     )
-    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=MODELS)
-    parser.add_argument("--batch-size", type=common.positive_int, default=16)
-    parser.add_argument("--v3-size", type=common.positive_int, default=299, help="V3/V2 input")
-    parser.add_argument("--googlenet-size", type=common.positive_int, default=224)
-    parser.add_argument("--classes", type=common.positive_int, default=1000)
-    parser.add_argument("--width", type=float, default=1.0, help="width multiplier (ours)")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=list(DEFAULT_MODELS),
+        choices=MODELS,
+        help="models to run; each one's baseline is added",
+    )
+    parser.add_argument("--batch-size", type=common.positive_int, default=16, help="batch size")
+    common.add_image_size(parser, "--v3-image-size", 299, "the V3s and V2", old="--v3-size")
+    common.add_image_size(
+        parser, "--googlenet-image-size", 224, "the GoogLeNets", old="--googlenet-size"
+    )
+    parser.add_argument("--classes", type=common.positive_int, default=1000, help="classes")
+    common.add_width_multiplier(
+        parser,
+        help="scale every conv width of our models: max(int(w * m), min_depth); "
+        "keras_inception_v3 has no multiplier and is left out unless it is 1",
+    )
     parser.add_argument("--warmup", type=common.positive_int, default=1, help="untimed steps")
     parser.add_argument("--rounds", type=common.positive_int, default=3, help="A B A B rounds")
     parser.add_argument("--steps", type=common.positive_int, default=2, help="steps per round")
-    parser.add_argument("--matmul-size", type=common.positive_int, default=2048)
-    parser.add_argument("--policy", choices=POLICIES, default="float32", help="dtype policy")
-    parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--matmul-size",
+        type=common.positive_int,
+        default=2048,
+        help="side of the matmul's matrices",
+    )
+    common.add_mixed_precision(parser)
+    common.add_deprecated_alias(
+        parser,
+        "--policy",
+        "--mixed-precision",
+        dest="policy",
+        choices=("float32", *common.MIXED_POLICIES),
+        spelling=common.policy_spelling,
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the batch")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:

@@ -25,11 +25,14 @@ Loss: sparse cross-entropy on the main output plus, where the model has auxiliar
 heads, 0.3 x that of each (`keras_inception.default_loss_weights`); torch's
 `cross_entropy` on logits, Keras's on the softmax outputs (which Keras computes from the
 logits). Ours: `model.compile(..., jit_compile=False)` and `train_on_batch`, as
-benchmarks/fused_bn.py and models.py time it. Precision (`--precision`): float32 on both
-sides by default; `bfloat16` builds ours under Keras's `mixed_bfloat16` policy (bfloat16
-compute, float32 weights and softmax outputs) and runs the twin's forward pass and loss
-under `torch.autocast("cpu", dtype=torch.bfloat16)` (float32 weights; torch's own CPU
-mixed-precision recipe), so both use the bf16 units of CPUs with AVX512-BF16 or AMX.
+benchmarks/fused_bn.py and models.py time it. Precision: float32 on both sides by
+default; `--mixed-precision` (on a CPU, as in training; `--mixed-precision mixed_bfloat16`
+on any machine) builds ours under Keras's `mixed_bfloat16` policy (bfloat16 compute,
+float32 weights and softmax outputs) and runs the twin's forward pass and loss under
+`torch.autocast("cpu", dtype=torch.bfloat16)` (float32 weights; torch's own CPU
+mixed-precision recipe), so both use the bf16 units of CPUs with AVX512-BF16 or AMX. The
+twin runs on the CPU in bfloat16 only: where a GPU is visible, training's
+`--mixed-precision` means mixed_float16, which has no twin here, and is refused.
 Each twin is timed in two memory layouts, NCHW (torch's default) and channels_last
 (`model.to(memory_format=torch.channels_last)`, input likewise), and our speed is compared
 with the faster of the two.
@@ -61,7 +64,7 @@ Example:
 python -m benchmarks.peers --rounds 3 --steps 3
 python -m benchmarks.peers --models googlenet_demo --rounds 1 --steps 1 --demo-batch-size 8
 python -m benchmarks.peers --models googlenet_demo googlenet_demo_aux
-python -m benchmarks.peers --models googlenet_224 --precision bfloat16
+python -m benchmarks.peers --models googlenet_224 --mixed-precision
 ```
 """
 
@@ -106,11 +109,8 @@ if not IS_WORKER:
 MODELS = ("googlenet_demo", "googlenet_demo_aux", "googlenet_224")
 DEFAULT_MODELS = ("googlenet_demo", "googlenet_224")
 LAYOUTS = ("nchw", "channels_last")
-# --precision -> (our Keras dtype policy, the twin's autocast dtype or None).
-PRECISIONS: Mapping[str, tuple[str, str | None]] = {
-    "float32": ("float32", None),
-    "bfloat16": ("mixed_bfloat16", "bfloat16"),
-}
+# Our Keras dtype policy (`--mixed-precision`) -> the twin's autocast dtype, or None.
+AUTOCAST: Mapping[str, str | None] = {"float32": None, "mixed_bfloat16": "bfloat16"}
 TARGET = 1.5  # ours / the faster torch twin, images/s (issue 13)
 EXTRA = "pip install -e '.[torch]'"
 COLUMNS = (
@@ -459,8 +459,7 @@ def prepare(name: str, args: argparse.Namespace, peer: TorchPeer) -> Bench:
     spec = SPECS[name]
     batch = batch_size(name, args)
     keras.utils.set_random_seed(args.seed)
-    policy, autocast = PRECISIONS[args.precision]
-    model = build_ours(name, policy)
+    model = build_ours(name, args.policy)
     compile_ours(model, spec.optimizer)
     input_shape = [spec.size, spec.size, spec.channels]
     x, labels = fixed_batch(input_shape, spec.classes, batch, args.seed)
@@ -481,7 +480,7 @@ def prepare(name: str, args: argparse.Namespace, peer: TorchPeer) -> Bench:
             optimizer={"name": spec.optimizer, **OPTIMIZERS[spec.optimizer]},
             loss_weights=ki.default_loss_weights(model),
             seed=args.seed,
-            autocast=autocast,
+            autocast=AUTOCAST[args.policy],
         )
         bench.torch_params = reply["trainable_params"]
     return bench
@@ -539,7 +538,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                 "input": f"{bench.spec.size}x{bench.spec.size}x{bench.spec.channels}",
                 "batch": bench.batch,
                 "optimizer": OPTIMIZER_LABELS[bench.spec.optimizer],
-                "precision": precision_label(args.precision),
+                "precision": precision_label(args.policy),
                 "params": bench.params,
                 "torch params": bench.torch_params,
                 "ours img/s": medians["ours"],
@@ -554,17 +553,17 @@ def run(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def precision_label(precision: str) -> str:
-    """The table's precision cell: our policy, and the twin's autocast if any."""
-    policy, autocast = PRECISIONS[precision]
+def precision_label(policy: str) -> str:
+    """The table's precision cell: our dtype policy, and the twin's autocast if any."""
+    autocast = AUTOCAST[policy]
     return policy if autocast is None else f"{policy} / autocast {autocast}"
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.peers",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=common.HelpFormatter,
     )
     parser.add_argument(
         "--models", nargs="+", default=list(DEFAULT_MODELS), choices=MODELS, help="models to run"
@@ -587,16 +586,35 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--torch-threads", type=int, default=0, help="torch's threads (0: the usable cores)"
     )
-    parser.add_argument(
-        "--precision",
-        choices=list(PRECISIONS),
-        default="float32",
-        help="float32 on both sides, or bfloat16: mixed_bfloat16 ours, autocast the twin",
+    common.add_mixed_precision(
+        parser,
+        policies=[policy for policy in AUTOCAST if policy != "float32"],
+        note="the twin then runs under torch.autocast('cpu', bfloat16); mixed_float16 (a "
+        "bare --mixed-precision where a GPU is visible) has no twin and is refused",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    common.add_deprecated_alias(
+        parser,
+        "--precision",
+        "--mixed-precision",
+        dest="policy",
+        choices=("float32", "bfloat16"),
+        convert={"float32": "float32", "bfloat16": "mixed_bfloat16"}.get,
+        spelling=common.policy_spelling,
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the batch")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.torch_threads < 0:
         parser.error(f"--torch-threads must be 0 or more; received {args.torch_threads}")
+    if args.policy not in AUTOCAST:  # a bare --mixed-precision where a GPU is visible
+        parser.error(
+            f"--mixed-precision means {args.policy} on this machine, and the torch twin runs "
+            "on the CPU in bfloat16 only; use --mixed-precision mixed_bfloat16"
+        )
     return args
 
 
@@ -612,7 +630,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     print(
         "ours: Keras train_on_batch, jit_compile=False; torch: eager; same batch, loss "
         f"(main + 0.3 x each aux head, if any), optimizer and precision "
-        f"({precision_label(args.precision)}). "
+        f"({precision_label(args.policy)}). "
         f"{args.rounds} rounds x {args.steps} training steps after {args.warmup} warm-up, "
         "interleaved (ours, torch NCHW, torch channels_last); medians; ratio: ours img/s / "
         f"the faster torch layout's, per round, then the median; target {TARGET}x "

@@ -165,15 +165,15 @@ def run(args: argparse.Namespace) -> list[dict]:
 def _measure(args: argparse.Namespace, root: str, paths: list[str]) -> list[dict]:
     batch, batches, steps = args.batch_size, args.batches, args.steps
     pairs = []
-    consumers = [(args.googlenet_size, "googlenet")]
+    consumers = [(args.googlenet_image_size, "googlenet")]
     if not args.no_v3:
-        consumers.append((args.v3_size, "inception_v3"))
+        consumers.append((args.v3_image_size, "inception_v3"))
     for size, model_name in consumers:
         config = data_lib.DataConfig(
             "imagefolder", data_dir=root, image_size=size, batch_size=batch, val_fraction=0.0
         )
         consumer = Consumer(data_lib.load_datasets(config).train, batch)
-        train = trainer(model_name, size, batch, width=args.width, seed=args.seed)
+        train = trainer(model_name, size, batch, width=args.width_multiplier, seed=args.seed)
         pairs.append(
             Pair(
                 "JPEG folder: decode+crop, resize, flip, colour",
@@ -263,25 +263,45 @@ def _generated_small(args: argparse.Namespace) -> data_lib.Datasets:
     )  # fmt: skip
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.pipeline",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=common.HelpFormatter,
     )
     parser.add_argument("--images", type=common.positive_int, default=256, help="JPEGs made")
-    parser.add_argument("--batch-size", type=common.positive_int, default=16)
+    parser.add_argument(
+        "--batch-size", type=common.positive_int, default=16, help="batch of the JPEG rows"
+    )
     parser.add_argument("--batches", type=common.positive_int, default=16, help="per round")
     parser.add_argument("--steps", type=common.positive_int, default=2, help="model steps")
-    parser.add_argument("--rounds", type=common.positive_int, default=3)
-    parser.add_argument("--googlenet-size", type=common.positive_int, default=224)
-    parser.add_argument("--v3-size", type=common.positive_int, default=299)
+    parser.add_argument(
+        "--rounds", type=common.positive_int, default=3, help="pipeline, model rounds"
+    )
+    common.add_image_size(
+        parser, "--googlenet-image-size", 224, "the GoogLeNet row", old="--googlenet-size"
+    )
+    common.add_image_size(parser, "--v3-image-size", 299, "the InceptionV3 row", old="--v3-size")
     parser.add_argument("--no-v3", action="store_true", help="skip the 299 / InceptionV3 row")
-    parser.add_argument("--width", type=float, default=1.0, help="models' width multiplier")
-    parser.add_argument("--small-batch-size", type=common.positive_int, default=128)
-    parser.add_argument("--small-images", type=common.positive_int, default=8192)
-    parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    common.add_width_multiplier(
+        parser,
+        help="scale every conv width of the JPEG rows' models: max(int(w * m), min_depth)",
+    )
+    parser.add_argument(
+        "--small-batch-size",
+        type=common.positive_int,
+        default=128,
+        help="batch of the small-image row",
+    )
+    parser.add_argument(
+        "--small-images", type=common.positive_int, default=8192, help="Fashion-MNIST images used"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the images and the weights")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:

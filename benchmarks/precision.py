@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         batch_size=args.batch_size,
         epochs=args.epochs,
         stem="small",
-        width_multiplier=args.width,
+        width_multiplier=args.width_multiplier,
         min_depth=8,
         aux=False,
         seed=args.seed,
@@ -182,25 +182,37 @@ def run(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.precision",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=common.HelpFormatter,
     )
-    parser.add_argument("--model", default="googlenet")
-    parser.add_argument("--width", type=float, default=0.125, help="width multiplier")
-    parser.add_argument("--batch-size", type=common.positive_int, default=32)
-    parser.add_argument("--epochs", type=common.positive_int, default=4)
-    parser.add_argument("--train-limit", type=common.positive_int, default=2048)
-    parser.add_argument("--test-limit", type=common.positive_int, default=2048)
+    parser.add_argument("--model", default="googlenet", help="model name")
+    common.add_width_multiplier(parser, default=0.125)
+    parser.add_argument("--batch-size", type=common.positive_int, default=32, help="batch size")
+    parser.add_argument("--epochs", type=common.positive_int, default=4, help="epochs to train")
+    parser.add_argument(
+        "--train-limit", type=common.positive_int, default=2048, help="training images"
+    )
+    parser.add_argument("--test-limit", type=common.positive_int, default=2048, help="test images")
     parser.add_argument("--skip", type=int, default=3, help="untimed first batches")
-    parser.add_argument("--policies", nargs="+", default=None, help="default: this machine's")
+    parser.add_argument(
+        "--policies",
+        nargs="+",
+        default=policies(),
+        help="the Keras dtype policies compared, each trained in the same run (default: "
+        "this machine's, %(default)s)",
+    )
     parser.add_argument("--generated", action="store_true", help="generated data, no MNIST")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    args.policies = args.policies or policies()
-    return args
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the weights, data order and data"
+    )
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
@@ -210,7 +222,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     start = time.perf_counter()
     rows = run(args)
     print(
-        f"{args.model} (small stem, width {args.width}), batch {args.batch_size}, "
+        f"{args.model} (small stem, width multiplier {args.width_multiplier}), "
+        f"batch {args.batch_size}, "
         f"{args.epochs} epochs of {args.train_limit} images, epochs interleaved across "
         f"policies; accuracy on {args.test_limit} test images. {time.perf_counter() - start:.0f} s."
     )

@@ -66,7 +66,7 @@ def op_times(xplane_path: str) -> dict[str, tuple[float, int]]:
 
 def run(args: argparse.Namespace) -> list[dict]:
     bench = model_bench.prepare(
-        args.model, args.size, args.batch_size, args.classes, args.width, args.seed
+        args.model, args.image_size, args.batch_size, args.classes, args.width_multiplier, args.seed
     )
     for _ in range(2):  # trace the graph and warm up outside the profile
         bench.model.train_on_batch(bench.x, bench.y)
@@ -97,29 +97,40 @@ def run(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.profile_step",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=common.HelpFormatter,
     )
-    parser.add_argument("--model", default="inception_v3", choices=model_bench.MODELS)
-    parser.add_argument("--size", type=common.positive_int, default=299)
-    parser.add_argument("--batch-size", type=common.positive_int, default=16)
-    parser.add_argument("--steps", type=common.positive_int, default=2)
-    parser.add_argument("--classes", type=common.positive_int, default=1000)
-    parser.add_argument("--width", type=float, default=1.0)
+    parser.add_argument(
+        "--model", default="inception_v3", choices=model_bench.MODELS, help="model to profile"
+    )
+    common.add_image_size(parser, "--image-size", 299, "the model", old="--size")
+    parser.add_argument("--batch-size", type=common.positive_int, default=16, help="batch size")
+    parser.add_argument("--steps", type=common.positive_int, default=2, help="steps traced")
+    parser.add_argument("--classes", type=common.positive_int, default=1000, help="classes")
+    common.add_width_multiplier(parser)
     parser.add_argument("--top", type=common.positive_int, default=15, help="rows shown")
-    parser.add_argument("--logdir", default=None, help="keep the trace here (TensorBoard)")
-    parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--logdir",
+        default=None,
+        help="keep the trace here, for TensorBoard (default: a temporary folder)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the batch")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     print(common.machine_description())
     rows = run(args)
-    print(f"{args.model} {args.size}x{args.size}, batch {args.batch_size}, {args.steps} steps")
+    size = args.image_size
+    print(f"{args.model} {size}x{size}, batch {args.batch_size}, {args.steps} steps")
     print(common.format_table(rows, COLUMNS))
     return rows
 

@@ -5,7 +5,10 @@ They check that the scripts run and report what they claim, not any speed. A scr
 runs are `large`; the helpers they are built from are tested in the fast suite.
 """
 
+import argparse
+import importlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +17,9 @@ import keras
 import pytest
 
 import keras_inception as ki
-from benchmarks import common, fused_bn, models, pipeline, precision
-from training import quiet
+from benchmarks import common, fused_bn, models, peers, pipeline, precision, profile_step
+from training import quiet, strategy
+from training.cli import build_parser as training_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,7 +40,7 @@ def test_matmul_rate_is_positive():
 @pytest.mark.large
 def test_models_table(capsys):
     rows = models.main(
-        ["--models", "googlenet_aux", "--width", "0.125", "--googlenet-size", "64",
+        ["--models", "googlenet_aux", "--width-multiplier", "0.125", "--googlenet-image-size", "64",
          "--batch-size", "2", "--rounds", "1", "--steps", "1", "--matmul-size", "64",
          "--classes", "10"]
     )  # fmt: skip
@@ -52,11 +56,11 @@ def test_models_table(capsys):
 
 
 @pytest.mark.large  # 14 s: builds and trains a GoogLeNet, like test_models_table
-def test_models_run_under_the_policy_asked_for_and_restore_it():
+def test_models_run_under_the_mixed_policy_asked_for_and_restore_it():
     args = models.parse_args(
-        ["--models", "googlenet", "--width", "0.125", "--googlenet-size", "32",
+        ["--models", "googlenet", "--width-multiplier", "0.125", "--googlenet-image-size", "32",
          "--batch-size", "2", "--rounds", "1", "--steps", "1", "--matmul-size", "32",
-         "--classes", "10", "--policy", "mixed_bfloat16"]
+         "--classes", "10", "--mixed-precision", "mixed_bfloat16"]
     )  # fmt: skip
     rows = models.run(args)
     assert rows[0]["policy"] == "mixed_bfloat16" and rows[0]["train img/s"] > 0
@@ -83,7 +87,7 @@ def test_decode_and_crop_equals_decode_then_crop(tmp_path):
 def test_pipeline_table(capsys):
     rows = pipeline.main(
         ["--images", "8", "--batch-size", "2", "--batches", "1", "--steps", "1",
-         "--rounds", "1", "--googlenet-size", "64", "--width", "0.125", "--no-v3",
+         "--rounds", "1", "--googlenet-image-size", "64", "--width-multiplier", "0.125", "--no-v3",
          "--small-images", "64", "--small-batch-size", "16"]
     )  # fmt: skip
     assert "machine:" in capsys.readouterr().out
@@ -96,7 +100,7 @@ def test_pipeline_table(capsys):
 @pytest.mark.large
 def test_precision_table(capsys):
     rows = precision.main(
-        ["--generated", "--width", "0.125", "--train-limit", "64", "--test-limit", "32",
+        ["--generated", "--width-multiplier", "0.125", "--train-limit", "64", "--test-limit", "32",
          "--batch-size", "16", "--epochs", "1", "--skip", "1",
          "--policies", "float32", "mixed_bfloat16"]
     )  # fmt: skip
@@ -151,6 +155,18 @@ def test_positive_int_names_the_value():
     assert common.positive_int("3") == 3
     with pytest.raises(ValueError, match="'0'"):
         common.positive_int("0")
+    assert common.positive_float("0.5") == 0.5
+    for text in ("0", "-1", "nan", "inf", "wide"):
+        with pytest.raises(ValueError, match=f"positive number; received '{text}'"):
+            common.positive_float(text)
+
+
+def test_a_bad_value_is_named_after_its_option(capsys):
+    with pytest.raises(SystemExit):
+        profile_step.parse_args(["--width-multiplier", "0"])
+    assert "argument --width-multiplier: expected a positive number; received '0'" in (
+        capsys.readouterr().err
+    )
 
 
 def test_batch_timer_skips_first_batches():
@@ -186,3 +202,236 @@ def test_script_runs_by_path_from_another_folder(script, tmp_path):
     assert result.stdout.startswith(f"usage: python -m benchmarks.{script} [-h]")
     if not quiet.nvidia_driver_present():  # TensorFlow's start-up lines are filtered out
         assert result.stderr == ""
+
+
+# --- one name per concept: the scripts' options are training's (issue 30) -----------------
+
+SCRIPTS = sorted(
+    path.stem
+    for path in (ROOT / "benchmarks").glob("*.py")
+    if path.stem not in ("__init__", "common")
+)
+# The spellings the benchmarks used before, and training's names for them.
+RETIRED = {
+    "--width": "--width-multiplier",
+    "--size": "--image-size",
+    "--googlenet-size": "--googlenet-image-size",
+    "--v3-size": "--v3-image-size",
+    "--policy": "--mixed-precision",
+    "--precision": "--mixed-precision",
+}
+# A benchmark option's dest -> the dest of `python -m training train`'s option for the
+# same concept; a dest "<model>_<key>" is that concept for one model: "--<model>-<flag>".
+CONCEPTS = {
+    "width_multiplier": "width_multiplier",
+    "image_size": "image_size",
+    "policy": "mixed_precision",  # the benchmarks store the policy it resolves to
+    "batch_size": "batch_size",
+    "seed": "seed",
+    "model": "model",
+}
+# Options whose words look like a concept above but are another one.
+OTHER_CONCEPTS = {
+    "--policies": "precision.py compares several dtype policies in one run",
+    "--matmul-size": "a matrix side, not an image's",
+}
+PENDING: dict[str, str] = {}  # script -> why it is not there yet
+
+
+def each_script():
+    return [
+        pytest.param(
+            name, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=PENDING[name])
+        )
+        if name in PENDING
+        else name
+        for name in SCRIPTS
+    ]
+
+
+class _Parsed(Exception):
+    pass
+
+
+def script_parser(name: str, monkeypatch) -> argparse.ArgumentParser:
+    """The script's parser: its `build_parser()`, or for a script without one the parser
+    its `parse_args` builds (caught as it parses)."""
+    module = importlib.import_module(f"benchmarks.{name}")
+    if hasattr(module, "build_parser"):
+        return module.build_parser()
+    with monkeypatch.context() as patch:
+        patch.setattr(argparse.ArgumentParser, "parse_args", lambda self, *a, **k: _stop(self))
+        with pytest.raises(_Parsed) as parsed:
+            module.parse_args([])
+    return parsed.value.args[0]
+
+
+def _stop(parser):
+    raise _Parsed(parser)
+
+
+def visible_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    return [
+        action
+        for action in parser._actions
+        if action.option_strings
+        and action.help is not argparse.SUPPRESS
+        and not isinstance(action, argparse._HelpAction)
+    ]
+
+
+def training_options() -> dict[str, list[str]]:
+    """dest -> option strings of `python -m training train`."""
+    commands = next(
+        action
+        for action in training_parser()._actions
+        if isinstance(action, argparse._SubParsersAction)
+    )
+    return {action.dest: action.option_strings for action in commands.choices["train"]._actions}
+
+
+def naming_problems(parser: argparse.ArgumentParser, training: dict[str, list[str]]) -> list[str]:
+    """What in `parser`'s visible options names a concept otherwise than training does."""
+    flag = {key: training[dest][0] for key, dest in CONCEPTS.items()}
+    problems = {}
+    for action in visible_actions(parser):
+        # By the words of the option: the concepts' other spellings.
+        for option in action.option_strings:
+            if option in RETIRED:
+                problems[option] = f"retired, training says {RETIRED[option]}"
+            elif option in OTHER_CONCEPTS:
+                continue
+            elif "width" in option and not option.endswith(flag["width_multiplier"][1:]):
+                problems[option] = f"training says {flag['width_multiplier']}"
+            elif ("precision" in option or "polic" in option) and option != flag["policy"]:
+                problems[option] = f"training says {flag['policy']}"
+            elif option.endswith("size") and not option.endswith(
+                (flag["image_size"][1:], flag["batch_size"][1:])
+            ):
+                problems[option] = f"training says {flag['image_size']} (or --<model>-image-size)"
+        # By what the option sets: training's flags for that concept.
+        for key, dest in CONCEPTS.items():
+            if action.dest == key:
+                expected = training[dest]
+            elif action.dest.endswith(f"_{key}"):
+                model = action.dest.removesuffix(f"_{key}").replace("_", "-")
+                expected = [f"--{model}-{option[2:]}" for option in training[dest]]
+            else:
+                continue
+            for option in action.option_strings:
+                if option not in expected:
+                    problems.setdefault(option, f"training says {expected}")
+    return [f"{option}: {problem}" for option, problem in problems.items()]
+
+
+def test_training_has_the_concepts_the_benchmarks_share():
+    training = training_options()
+    assert set(CONCEPTS.values()) <= set(training)
+    assert training["width_multiplier"][0] == "--width-multiplier"
+    assert training["image_size"][0] == "--image-size"
+    assert training["mixed_precision"][0] == "--mixed-precision"
+
+
+def test_naming_problems_finds_other_names():
+    parser = argparse.ArgumentParser()
+    for good in ("--width-multiplier", "--image-size", "--v3-image-size", "--demo-batch-size"):
+        parser.add_argument(good)
+    parser.add_argument("--mixed-precision", dest="policy", nargs="?")
+    parser.add_argument("--policies", nargs="+")
+    parser.add_argument("--matmul-size")
+    parser.add_argument("--old-width", dest="width_multiplier", help=argparse.SUPPRESS)  # hidden
+    assert naming_problems(parser, training_options()) == []
+    for bad in ("--width", "--size", "--policy", "--precision", "--googlenet-size"):
+        parser.add_argument(bad)
+    parser.add_argument("--input-width")
+    parser.add_argument("--bf16", dest="policy", action="store_true")
+    parser.add_argument("--res", dest="v3_image_size")
+    problems = naming_problems(parser, training_options())
+    assert [problem.split(":")[0] for problem in problems] == [
+        "--width", "--size", "--policy", "--precision", "--googlenet-size", "--input-width",
+        "--bf16", "--res",
+    ]  # fmt: skip
+    assert problems[0] == "--width: retired, training says --width-multiplier"
+    assert problems[-1] == "--res: training says ['--v3-image-size']"
+
+
+@pytest.mark.parametrize("name", each_script())
+def test_benchmark_options_are_named_as_in_training(name, monkeypatch):
+    assert naming_problems(script_parser(name, monkeypatch), training_options()) == []
+
+
+@pytest.mark.parametrize("name", each_script())
+def test_benchmark_help_shows_every_default(name, monkeypatch):
+    parser = script_parser(name, monkeypatch)
+    assert issubclass(parser.formatter_class, argparse.ArgumentDefaultsHelpFormatter)
+    for action in visible_actions(parser):
+        formatter = parser.formatter_class(prog=parser.prog, width=10_000, max_help_position=10_000)
+        formatter.add_argument(action)
+        line = formatter.format_help()
+        # None: the help text says what it means, as training's does.
+        assert "(default: " in line, line
+        if action.default is not None:
+            assert str(action.default) in line.split("(default: ")[-1], line
+
+
+MODELS_OF = {"fused_bn": "googlenet_demo", "models": "googlenet", "peers": "googlenet_demo"}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS_OF))
+def test_bare_mixed_precision_is_trainings(name, monkeypatch):
+    parser = script_parser(name, monkeypatch)
+    assert parser.parse_args([]).policy == "float32"
+    assert parser.parse_args(["--mixed-precision"]).policy == strategy.mixed_precision_policy()
+    # The machine's policy comes from training's function, whatever the machine.
+    monkeypatch.setattr(strategy, "mixed_precision_policy", lambda: "mixed_float16")
+    assert parser.parse_args(["--mixed-precision"]).policy == "mixed_float16"
+    args = parser.parse_args(["--models", MODELS_OF[name], "--mixed-precision", "--seed", "1"])
+    assert (args.policy, args.models, args.seed) == ("mixed_float16", [MODELS_OF[name]], 1)
+
+
+def test_mixed_policy_can_be_named_on_any_machine():
+    assert models.parse_args(["--mixed-precision", "mixed_float16"]).policy == "mixed_float16"
+    assert fused_bn.parse_args(["--mixed-precision", "mixed_bfloat16"]).policy == "mixed_bfloat16"
+    with pytest.raises(SystemExit):
+        models.parse_args(["--mixed-precision", "float16"])
+    with pytest.raises(SystemExit):  # the torch twin has bfloat16 autocast only
+        peers.parse_args(["--mixed-precision", "mixed_float16"])
+
+
+def test_peers_refuses_a_mixed_policy_its_twin_lacks(monkeypatch, capsys):
+    monkeypatch.setattr(strategy, "mixed_precision_policy", lambda: "mixed_float16")  # a GPU
+    with pytest.raises(SystemExit):
+        peers.parse_args(["--mixed-precision"])
+    assert "use --mixed-precision mixed_bfloat16" in capsys.readouterr().err
+    args = peers.parse_args(["--mixed-precision", "mixed_bfloat16"])
+    assert peers.precision_label(args.policy) == "mixed_bfloat16 / autocast bfloat16"
+    assert peers.precision_label(peers.parse_args([]).policy) == "float32"
+
+
+@pytest.mark.parametrize(
+    "name, old, new, note",
+    [
+        ("models", ["--width", "0.5"], ["--width-multiplier", "0.5"], "--width-multiplier 0.5"),
+        ("models", ["--v3-size", "99"], ["--v3-image-size", "99"], "--v3-image-size 99"),
+        ("models", ["--googlenet-size", "64"], ["--googlenet-image-size", "64"],
+         "--googlenet-image-size 64"),
+        ("models", ["--policy", "mixed_float16"], ["--mixed-precision", "mixed_float16"],
+         "--mixed-precision mixed_float16"),
+        ("models", ["--policy", "float32"], [], "no --mixed-precision (float32 is the default)"),
+        ("fused_bn", ["--policy", "mixed_bfloat16"], ["--mixed-precision", "mixed_bfloat16"],
+         "--mixed-precision mixed_bfloat16"),
+        ("peers", ["--precision", "bfloat16"], ["--mixed-precision", "mixed_bfloat16"],
+         "--mixed-precision mixed_bfloat16"),
+        ("profile_step", ["--size", "75"], ["--image-size", "75"], "--image-size 75"),
+        ("precision", ["--width", "0.25"], ["--width-multiplier", "0.25"],
+         "--width-multiplier 0.25"),
+    ],
+)  # fmt: skip
+def test_old_spelling_still_works_and_names_the_new_one(name, old, new, note, capsys):
+    module = importlib.import_module(f"benchmarks.{name}")
+    assert module.parse_args(old) == module.parse_args(new)
+    old_flag = old[0]
+    assert capsys.readouterr().err == (
+        f"warning: {old_flag} is deprecated and will be removed in the next release; use {note}\n"
+    )
+    assert not re.search(rf"{old_flag}(?![\w-])", module.build_parser().format_help())

@@ -164,10 +164,11 @@ def test_table_for_both_models(capsys):
     assert f"| {rows[0]['model']} " in out
 
 
-def test_bfloat16_runs_both_sides_in_bfloat16(capsys):
+def test_mixed_precision_runs_both_sides_in_bfloat16(capsys):
     args = peers.parse_args(
-        ["--models", "googlenet_demo", "--demo-batch-size", "8", "--precision", "bfloat16"]
-    )
+        ["--models", "googlenet_demo", "--demo-batch-size", "8", "--mixed-precision",
+         "mixed_bfloat16"]
+    )  # fmt: skip
     with peers.TorchPeer() as peer:
         bench = peers.prepare("googlenet_demo", args, peer)
         replies = [
@@ -179,7 +180,7 @@ def test_bfloat16_runs_both_sides_in_bfloat16(capsys):
     assert keras.config.dtype_policy().name == "float32"  # restored after the build
     for reply in replies:
         assert reply["output_dtype"] == "bfloat16" and math.isfinite(reply["loss"])
-    assert peers.precision_label("bfloat16") == "mixed_bfloat16 / autocast bfloat16"
+    assert peers.precision_label(args.policy) == "mixed_bfloat16 / autocast bfloat16"
 
 
 def test_each_model_has_its_batch_option():

@@ -171,5 +171,5 @@ def bfloat16_note(details: dict, policy: str) -> str | None:
         f"note: mixed_bfloat16 on a CPU without bfloat16 instructions (AVX512-BF16 or AMX; "
         f"this one has {has}): it has no bfloat16 arithmetic, so this may train slower "
         "than float32. Compare first: python -m benchmarks.models --models googlenet "
-        "--policy mixed_bfloat16, then without --policy."
+        "--mixed-precision, then without it."
     )
