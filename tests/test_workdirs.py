@@ -3,14 +3,16 @@ command leaves no trace, `evaluate WORKDIR` measures on the run's own test image
 finished run continues with a larger `--epochs`, `--specs` trains a width table, and the
 command line's flags are `TrainConfig`'s fields."""
 
+import contextlib
 import dataclasses
+import io
 import json
 import os
 
 import keras
 import numpy as np
 import pytest
-from helpers import make_fashion_mnist
+from helpers import run_python
 from PIL import Image
 
 import keras_inception as ki
@@ -26,11 +28,6 @@ from training.tuning import CONFIG_FILE, TuneConfig, check_search, prepare_searc
 # Tiny GoogLeNets that train an epoch on a few hundred images in seconds.
 TINY = ["--width-multiplier", "0.125", "--min-depth", "4", "--batch-size", "32"]
 QUICK = [*TINY, "--no-export", "--precise-bn-images", "0", "--no-aux", "--dropout", "0"]
-
-
-@pytest.fixture(scope="module")
-def fmnist_dir(tmp_path_factory):
-    return make_fashion_mnist(tmp_path_factory.mktemp("fmnist"), n_train=128, n_test=32)
 
 
 def _subparser(command: str):
@@ -124,26 +121,7 @@ def test_tune_overwrite_removes_only_a_search(tmp_path):
     assert saved["tune"]["max_trials"] == 3
 
 
-def test_a_refused_command_leaves_no_trace_and_the_corrected_one_runs(fmnist_dir, tmp_path, capsys):
-    workdir = tmp_path / "run"
-    base = ["train", *QUICK, "--epochs", "1", "--workdir", str(workdir)]
-    refused = [
-        # the data is not there
-        ([*base, "--dataset", "imagefolder", "--data-dir", str(tmp_path / "nowhere")], "nowhere"),
-        # an input too small for the model (checked by building it)
-        ([*base, "--data-dir", fmnist_dir, "--model", "inception_v3", "--stem", "imagenet"], "75"),
-        # an unknown TFDS name
-        ([*base, "--dataset", "no_such_dataset_x"], "no_such_dataset_x"),
-    ]
-    for argv, message in refused:
-        assert cli_main(argv) == 2, argv
-        assert message in capsys.readouterr().err
-        assert not workdir.exists(), argv  # not even config.json
-    assert cli_main([*base, "--data-dir", fmnist_dir]) == 0
-    assert json.loads((workdir / "metrics.json").read_text())["epochs"] == 1
-
-
-# --- evaluate WORKDIR: the run's test images --------------------------------------------
+# --- one run serves the rest: refused first, then trained, then continued ---------------
 
 
 def _image_folder(root, classes=3, per_class=16, side=16, seed=0):
@@ -158,23 +136,68 @@ def _image_folder(root, classes=3, per_class=16, side=16, seed=0):
     return str(root)
 
 
-def test_evaluate_workdir_reproduces_the_runs_test_metrics_on_its_own_holdout(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A flat image folder (3 classes of 16 images), a width table (`--specs`), a
+    non-default seed; three refused commands on the workdir, then the corrected one (1
+    epoch), then the same with `--epochs 2`. Returns what each step left."""
+    root = tmp_path_factory.mktemp("workdirs")
+    folder = _image_folder(root / "images")
+    table = scale_table(
+        ki.default_specs("googlenet"), width_multiplier=0.125, bottleneck_ratio=0.5, min_depth=2
+    )
+    ki.save_specs(table, root / "best_specs.json")
+    workdir = root / "run"
+    base = ["train", "--specs", str(root / "best_specs.json"), "--batch-size", "16"]
+    base += ["--no-export", "--no-aux", "--precise-bn-images", "0", "--dropout", "0"]
+    base += ["--seed", "3", "--val-fraction", "0.25", "--image-size", "16"]
+    base += ["--workdir", str(workdir)]
+    data = ["--dataset", "imagefolder", "--data-dir", folder]
+    refusals = [
+        # the data is not there
+        ([*base, "--dataset", "imagefolder", "--data-dir", str(root / "nowhere")], "nowhere"),
+        # an input too small for the model (checked by building it)
+        ([*base, *data, "--stem", "imagenet"], "must be at least 32x32"),
+        # an unknown TFDS name
+        ([*base, "--dataset", "no_such_dataset_x"], "no_such_dataset_x"),
+    ]
+    refused = []
+    for argv, message in refusals:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = cli_main(argv)
+        refused.append((argv, status, message in err.getvalue(), workdir.exists()))
+    assert cli_main([*base, *data, "--epochs", "1"]) == 0
+    first = _json(workdir, "metrics.json")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli_main([*base, *data, "--epochs", "2"]) == 0
+    return {
+        "root": root, "folder": folder, "table": table, "workdir": str(workdir),
+        "argv": [*base, *data], "refused": refused, "first": first,
+        "continued_out": out.getvalue(), "metrics": _json(workdir, "metrics.json"),
+    }  # fmt: skip
+
+
+def test_a_refused_command_leaves_no_trace_and_the_corrected_one_runs(run):
+    for argv, status, named, workdir_exists in run["refused"]:
+        assert status == 2 and named, argv
+        assert not workdir_exists, argv  # not even config.json
+    assert run["first"]["epochs"] == 1  # the corrected command simply ran
+
+
+def test_evaluate_workdir_reproduces_the_runs_test_metrics_on_its_own_holdout(run, capsys):
     """A flat folder, a non-default seed: the run's held-out images depend on the seed, so
     evaluating with another seed would measure on images the run trained on."""
-    folder = _image_folder(tmp_path / "images")
-    workdir = str(tmp_path / "run")
-    argv = ["train", *QUICK, "--dataset", "imagefolder", "--data-dir", folder]
-    argv += ["--seed", "3", "--val-fraction", "0.25", "--epochs", "1", "--workdir", workdir]
-    assert cli_main(argv) == 0
-    metrics = _json(workdir, "metrics.json")
-
+    workdir, folder, metrics = run["workdir"], run["folder"], run["metrics"]
     labels = np.repeat(np.arange(3), 16)
     assert not np.array_equal(holdout(labels, 0.25, 3)[1], holdout(labels, 0.25, 0)[1])
-    config, run, notes = eval_data_config(workdir, load_inference_model(workdir))
+    model = load_inference_model(workdir)
+    config, saved, notes = eval_data_config(workdir, model)
     assert (config.dataset, config.data_dir, config.seed, config.val_fraction) == (
         "imagefolder", folder, 3, 0.25,
     )  # fmt: skip
-    assert run.seed == 3 and notes == []
+    assert saved.seed == 3 and notes == []
 
     capsys.readouterr()
     assert cli_main(["evaluate", workdir, "--crops", "single"]) == 0  # no flags
@@ -186,10 +209,53 @@ def test_evaluate_workdir_reproduces_the_runs_test_metrics_on_its_own_holdout(tm
     assert single["loss"] == pytest.approx(metrics["loss"], rel=1e-5)
 
     # A flag that changes the data says so.
-    elsewhere = _image_folder(tmp_path / "other", seed=1)
+    elsewhere = _image_folder(run["root"] / "other", seed=1)
     results = evaluate_saved_model(workdir, data_dir=elsewhere, crops=("single",))
     assert results["single"]["images"] == 12
     assert f"--data-dir {elsewhere} differs from the run's" in capsys.readouterr().out
+
+
+def test_inference_file_opens_in_plain_keras(run, tmp_path):
+    """A fresh process that imports neither keras_inception nor training, with
+    load_model's defaults (compile=True, safe mode)."""
+    workdir = run["workdir"]
+    model = load_inference_model(workdir)
+    x = np.random.default_rng(0).uniform(-1, 1, size=(4, *model.input_shape[1:]))
+    np.save(tmp_path / "x.npy", x.astype("float32"))
+    child = run_python(f"""
+        import os, sys
+        os.environ["KERAS_BACKEND"] = "tensorflow"
+        import keras, numpy as np
+        model = keras.saving.load_model({os.path.join(workdir, "inference.keras")!r})
+        np.save({str(tmp_path / "y.npy")!r}, model.predict(np.load({str(tmp_path / "x.npy")!r}), verbose=0))
+        print(sorted(m for m in ("keras_inception", "training") if m in sys.modules))
+    """)  # fmt: skip
+    assert child.stdout.strip().splitlines()[-1] == "[]"
+    expected = model.predict(x.astype("float32"), verbose=0)
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_larger_epochs_continue_a_finished_run(run, capsys):
+    workdir, first, metrics = run["workdir"], run["first"], run["metrics"]
+    assert "epochs 1-1 are done; continuing at epoch 2 of 2" in run["continued_out"]
+    assert metrics["epochs"] == 2 and len(metrics["epoch_times"]) == 2
+    with open(os.path.join(workdir, "history.csv")) as f:
+        assert [line.split(",")[0] for line in f.read().splitlines()[1:]] == ["0", "1"]
+    assert _json(workdir, "metrics_1_epochs.json") == first
+    steps = -(-metrics["num_train"] // 16)
+    model = keras.saving.load_model(os.path.join(workdir, "model.keras"))
+    assert int(model.optimizer.iterations) == 2 * steps  # the optimizer went on too
+    # Fewer epochs than the run has is another configuration.
+    assert cli_main([*run["argv"], "--epochs", "1"]) == 2
+    assert "differs in ['epochs']" in capsys.readouterr().err
+
+
+def test_specs_train_the_width_table_as_it_is(run):
+    table = run["table"]
+    expected = ki.build_googlenet(specs=table, stem="small", input_shape=(16, 16, 3), classes=3)
+    assert run["metrics"]["inference_params"] == expected.count_params()
+    # The table is built as it is: widths below --min-depth's default of 16 stay.
+    assert min(s.reduce5x5 for k, s in table.items() if k[0].isdigit()) < 16
 
 
 def test_evaluate_a_model_file_needs_its_dataset(tmp_path, capsys):
@@ -199,42 +265,3 @@ def test_evaluate_a_model_file_needs_its_dataset(tmp_path, capsys):
     model.save(path)
     assert cli_main(["evaluate", path]) == 2
     assert "pass --dataset" in capsys.readouterr().err
-
-
-# --- continue a finished run; train a width table ---------------------------------------
-
-
-def test_larger_epochs_continue_a_finished_run_with_a_specs_table(fmnist_dir, tmp_path, capsys):
-    specs_path = str(tmp_path / "best_specs.json")
-    table = scale_table(
-        ki.default_specs("googlenet"), width_multiplier=0.125, bottleneck_ratio=0.5, min_depth=2
-    )
-    ki.save_specs(table, specs_path)
-    workdir = str(tmp_path / "run")
-    base = ["train", "--specs", specs_path, "--batch-size", "32", "--no-export", "--no-aux"]
-    base += ["--precise-bn-images", "0", "--data-dir", fmnist_dir, "--workdir", workdir]
-    assert cli_main([*base, "--epochs", "1"]) == 0
-    first = _json(workdir, "metrics.json")
-    expected = ki.build_googlenet(
-        specs=table, stem="small", input_shape=(28, 28, 1), classes=10
-    )
-    assert first["inference_params"] == expected.count_params()
-    # The table is built as it is: widths below --min-depth's default of 16 stay.
-    assert min(s.reduce5x5 for k, s in table.items() if k[0].isdigit()) < 16
-
-    capsys.readouterr()
-    assert cli_main([*base, "--epochs", "2"]) == 0
-    out = capsys.readouterr().out
-    assert "epochs 1-1 are done; continuing at epoch 2 of 2" in out
-    metrics = _json(workdir, "metrics.json")
-    assert metrics["epochs"] == 2 and len(metrics["epoch_times"]) == 2
-    with open(os.path.join(workdir, "history.csv")) as f:
-        assert [line.split(",")[0] for line in f.read().splitlines()[1:]] == ["0", "1"]
-    assert _json(workdir, "metrics_1_epochs.json") == first
-    steps = -(-metrics["num_train"] // 32)
-    model = keras.saving.load_model(os.path.join(workdir, "model.keras"))
-    assert model.count_params() == expected.count_params()
-    assert int(model.optimizer.iterations) == 2 * steps  # the optimizer went on too
-    # Fewer epochs than the run has is another configuration.
-    assert cli_main([*base, "--epochs", "1"]) == 2
-    assert "differs in ['epochs']" in capsys.readouterr().err

@@ -29,7 +29,8 @@ def load_inference_model(path: str) -> keras.Model:
         raise FileNotFoundError(f"model file not found: {path!r}")
     if not path.endswith(".keras"):
         raise ValueError(f"expected a .keras model file or a workdir; received {path!r}")
-    return ki.strip_aux_heads(keras.saving.load_model(path, compile=False, safe_mode=True))
+    # Files hold plain BatchNormalization; ki.load_model puts the fused kernel back.
+    return ki.strip_aux_heads(ki.load_model(path, compile=False, safe_mode=True))
 
 
 def _top_k_hits(probabilities: np.ndarray, labels: np.ndarray, k: int) -> int:
@@ -248,7 +249,8 @@ def evaluate_saved_model(
     to single and ten, or single alone for a run trained without flips.
 
     Returns one `evaluate_model` dict per crop, with the dataset's `class_names` added
-    (and `skipped_files` when files could not be read). Writes the confusion matrix of
+    (and `skipped_files` when images could not be read, `non_image_files` when files
+    that are not images were left out). Writes the confusion matrix of
     each crop mode to `plot_dir/confusion_<crop>.png` (default `plot_dir_for(path)`) and
     adds its path as `confusion_plot`.
     """
@@ -276,6 +278,8 @@ def evaluate_saved_model(
         result["class_names"] = list(datasets.class_names)
         if datasets.skipped.count:
             result["skipped_files"] = datasets.skipped.count
+        if datasets.skipped.non_images:
+            result["non_image_files"] = len(datasets.skipped.non_images)
         result["confusion_plot"] = os.path.join(plot_dir, f"confusion_{crop}.png")
         plot_confusion(
             result["confusion"],

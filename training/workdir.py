@@ -22,7 +22,7 @@ A training run's workdir:
     export/         a SavedModel of the inference model (`model.export`; not with
                     `export=False`, `--no-export`)
     metrics.json    test top-1, top-5, loss, per-class accuracy, images/s, epoch times,
-                    skipped files
+                    unreadable images skipped and, apart, non-image files left out
     logs/           TensorBoard
     backup/         the resume state (`keras.callbacks.BackupAndRestore`), kept when the
                     run finishes so that a larger `--epochs` continues it
@@ -302,9 +302,15 @@ def backed_up_epochs(backup_dir: str) -> int:
 def save_models(model: keras.Model, workdir: str, *, export: bool = True) -> keras.Model:
     """Writes model.keras, inference.keras, export/ (when `export`; an earlier one is
     removed either way) and curves.png; returns the inference model (auxiliary heads
-    stripped, same weights)."""
+    stripped, same weights).
+
+    inference.keras holds no training state: no optimizer and no loss (ours, the smoothed
+    loss, would need `training` to load), so plain Keras opens it.
+    """
     model.save(os.path.join(workdir, "model.keras"))
     inference = ki.strip_aux_heads(model)
+    if inference is model:  # one output: the same graph, without the compile state
+        inference = keras.Model(model.input, model.output, name=model.name)
     inference.save(os.path.join(workdir, "inference.keras"))
     export_dir = os.path.join(workdir, "export")
     if os.path.isdir(export_dir):
@@ -363,6 +369,8 @@ def write_metrics(
         "skipped_files": datasets.skipped.count,
         "train_repeats": datasets.train_repeats,
         "skipped": [list(item) for item in datasets.skipped.files],
+        "non_image_files": len(datasets.skipped.non_images),
+        "non_images": [list(item) for item in datasets.skipped.non_images],
         "machine": machine.info(),
         **(extra or {}),
     }
@@ -371,7 +379,7 @@ def write_metrics(
         shutil.rmtree(resume_dir, ignore_errors=True)
     if not verbose:
         return metrics
-    if datasets.skipped.count:
+    if datasets.skipped.count or datasets.skipped.non_images:
         print(datasets.skipped.summary())
     if metrics.get("precise_bn_seconds"):
         seconds = metrics["precise_bn_seconds"]
