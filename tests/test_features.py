@@ -29,13 +29,13 @@ def test_features_share_weights_and_work_with_aux_heads():
     features = ki.feature_model(model, ["conv4a_relu", "mixed6e"])
     assert features.count_params() < model.count_params()
     x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
-    y = features.predict(x, verbose=0)
+    y = features(x, training=False)
     assert y["conv4a_relu"].shape == (2, 32, 32, 48)
     assert y["mixed6e"].shape == (2, 15, 15, 192)
     # the very layers of `model`: changing a weight there changes the features
     conv = model.get_layer("conv1a_conv")
     conv.kernel.assign(conv.kernel * 2.0)
-    assert not np.allclose(features.predict(x, verbose=0)["mixed6e"], y["mixed6e"])
+    assert not np.allclose(features(x, training=False)["mixed6e"], y["mixed6e"])
 
 
 def test_unknown_names_are_refused():

@@ -243,7 +243,7 @@ def test_weights_load_both_ways(tmp_path):
     plain = trained(tiny_model(keras.layers.BatchNormalization), x, y)
     fused = tiny_model(FusedBatchNormalization, seed=1)
     assert [w.path for w in fused.weights] == [w.path for w in plain.weights]
-    assert not np.allclose(fused.predict(x, verbose=0), plain.predict(x, verbose=0))
+    assert not np.allclose(fused(x, training=False), plain(x, training=False))
     for suffix in (".weights.h5", ".keras"):
         source, target = tmp_path / f"plain{suffix}", tiny_model(FusedBatchNormalization, 2)
         if suffix == ".keras":
@@ -254,7 +254,7 @@ def test_weights_load_both_ways(tmp_path):
         for a, b in zip(target.get_weights(), plain.get_weights(), strict=True):
             np.testing.assert_array_equal(a, b)
         np.testing.assert_allclose(
-            target.predict(x, verbose=0), plain.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+            target(x, training=False), plain(x, training=False), rtol=1e-5, atol=1e-6
         )
     # Back: trained fused weights into a plain model; and one more step each agrees.
     fused.set_weights(plain.get_weights())
@@ -435,7 +435,7 @@ def test_runs_on_jax_without_tensorflow():
         assert not fused.layers[2].uses_fused_kernel(np.zeros((1, 6, 6, 4), "float32"))
         for a, b in zip(fused.get_weights(), plain.get_weights()):
             np.testing.assert_allclose(a, b, rtol=1e-6)
-        np.testing.assert_allclose(fused.predict(x, verbose=0), plain.predict(x, verbose=0))
+        np.testing.assert_allclose(fused(x, training=False), plain(x, training=False))
         print("tensorflow" in sys.modules)
         """
     )

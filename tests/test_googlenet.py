@@ -122,10 +122,10 @@ def test_torchvision_layout_round_trips_as_a_keras_file(tmp_path):
     )
     assert not [lyr for lyr in model.layers if isinstance(lyr, layers.Lambda)]
     x = np.random.default_rng(0).uniform(-2, 2, size=(2, 67, 67, 3)).astype("float32")
-    expected = model.predict(x, verbose=0)
+    expected = model(x, training=False)
     model.save(tmp_path / "g.keras")
     loaded = keras.saving.load_model(tmp_path / "g.keras", safe_mode=True)
-    y = loaded.predict(x, verbose=0)
+    y = loaded(x, training=False)
     for key in ("main", "aux1", "aux2"):
         np.testing.assert_allclose(y[key], expected[key], rtol=1e-5, atol=1e-5)
 
@@ -174,7 +174,7 @@ def test_strip_aux_heads_shares_weights_and_matches_main():
     assert not any(layer.name.startswith("aux") for layer in inference.layers)
     x = np.random.default_rng(0).normal(size=(3, 32, 32, 1)).astype("float32")
     np.testing.assert_allclose(
-        inference.predict(x, verbose=0), model.predict(x, verbose=0)["main"], rtol=1e-5, atol=1e-6
+        inference(x, training=False), model(x, training=False)["main"], rtol=1e-5, atol=1e-6
     )
     plain = ki.build_googlenet(input_shape=(32, 32, 1), stem="small", width_multiplier=0.25)
     assert ki.strip_aux_heads(plain) is plain
@@ -292,7 +292,7 @@ def test_input_tensor_and_logits():
     assert model.inputs[0] is inputs
     assert model.get_layer("predictions").activation is keras.activations.linear
     x = np.ones((2, 64, 64, 3), "float32")
-    assert model.predict(x, verbose=0).shape == (2, 3)
+    assert model(x, training=False).shape == (2, 3)
 
 
 def test_weights_path_round_trip(tmp_path):

@@ -60,7 +60,7 @@ def test_bn_inception_depth_multiplier_follows_width():
 @pytest.mark.parametrize("aux_logits", [False, True])
 def test_small_stem_at_32(variant, aux_logits):
     model = ki.build_inception_v2(variant=variant, aux_logits=aux_logits, **SMALL)
-    y = model.predict(np.zeros((1, 32, 32, 3), "float32"), verbose=0)
+    y = model(np.zeros((1, 32, 32, 3), "float32"), training=False)
     assert (y["main"] if aux_logits else y).shape == (1, 5)
 
 
@@ -86,7 +86,7 @@ def test_own_weights_round_trip(tmp_path):
         variant="bn_inception", weights=tmp_path / "w.weights.h5", **SMALL
     )
     x = np.random.default_rng(0).normal(size=(1, 32, 32, 3)).astype("float32")
-    np.testing.assert_array_equal(model.predict(x, verbose=0), again.predict(x, verbose=0))
+    np.testing.assert_array_equal(model(x, training=False), again(x, training=False))
 
 
 def test_report_rows_for_both_variants():

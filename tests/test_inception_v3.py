@@ -52,7 +52,7 @@ def test_count_include_pad_divides_border_windows_by_nine(count_include_pad, cor
     model = ki.build_inception_v3(count_include_pad=count_include_pad, **SMALL)
     first = model.get_layer("mixed5b_pool_pad" if count_include_pad else "mixed5b_pool")
     probe = keras.Model(first.input, model.get_layer("mixed5b_pool").output)
-    y = probe.predict(np.ones((1, *first.input.shape[1:]), "float32"), verbose=0)
+    y = probe(np.ones((1, *first.input.shape[1:]), "float32"), training=False)
     assert y.shape[1:3] == first.input.shape[1:3]
     np.testing.assert_allclose(y[0, 0, 0, 0], corner, rtol=1e-6)
     np.testing.assert_allclose(y[0, 1, 1, 0], 1.0, rtol=1e-6)
@@ -84,7 +84,7 @@ def test_small_stem_keeps_three_stages_at_32(aux_logits):
     assert model.get_layer("mixed5d_concat").output.shape[1:3] == (32, 32)
     assert model.get_layer("mixed6e_concat").output.shape[1:3] == (15, 15)
     assert model.get_layer("mixed7c_concat").output.shape[1:3] == (7, 7)
-    y = model.predict(np.zeros((2, 32, 32, 3), "float32"), verbose=0)
+    y = model(np.zeros((2, 32, 32, 3), "float32"), training=False)
     main = y["main"] if aux_logits else y
     assert main.shape == (2, 5)
     if aux_logits:
@@ -148,8 +148,8 @@ def keras_files(tmp_path_factory):
     return {
         "files": files,
         "x": x,
-        "logits": top.predict(x, verbose=0),
-        "features": notop.predict(x, verbose=0),
+        "logits": top(x, training=False),
+        "features": notop(x, training=False),
     }
 
 
@@ -159,7 +159,7 @@ def test_loads_keras_applications_weights(keras_files, fmt):
     model = ki.build_inception_v3(
         input_shape=(75, 75, 3), classes=10, classifier_activation=None, weights=path
     )
-    y = model.predict(keras_files["x"], verbose=0)
+    y = model(keras_files["x"], training=False)
     np.testing.assert_allclose(y, keras_files["logits"], rtol=1e-5, atol=1e-5)
 
 
@@ -173,7 +173,7 @@ def test_loads_keras_applications_weights_with_aux_head(keras_files):
     reference.load_weights(path)
     x = np.random.default_rng(2).normal(size=(1, 107, 107, 3)).astype("float32")
     np.testing.assert_allclose(
-        aux.predict(x, verbose=0)["main"], reference.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+        aux(x, training=False)["main"], reference(x, training=False), rtol=1e-5, atol=1e-6
     )
     assert aux.get_layer("aux").get_weights()[0].shape == (768, 10)  # fresh, not loaded
 
@@ -184,7 +184,7 @@ def test_loads_keras_applications_features(keras_files, fmt, file_top):
     model = ki.build_inception_v3(
         include_top=False, input_shape=(75, 75, 3), weights=keras_files["files"][file_top, fmt]
     )
-    y = model.predict(keras_files["x"], verbose=0)
+    y = model(keras_files["x"], training=False)
     np.testing.assert_allclose(y, keras_files["features"], rtol=1e-5, atol=1e-5)
 
 
@@ -194,7 +194,7 @@ def test_file_without_top_leaves_classifier_initialized(keras_files, tmp_path):
     )
     features = ki.feature_model(model, ["mixed7c"])
     np.testing.assert_allclose(
-        features.predict(keras_files["x"], verbose=0)["mixed7c"],
+        features(keras_files["x"], training=False)["mixed7c"],
         keras_files["features"],
         rtol=1e-5,
         atol=1e-5,
