@@ -21,7 +21,7 @@ import keras
 import tensorflow as tf
 
 import keras_inception as ki
-from training import machine, strategy
+from training import fields, machine, strategy
 
 FLOP_CONVENTION = (
     "FLOPs: a multiply-add is 2 FLOPs; training = 3 x forward (backward ~ 2 x forward), "
@@ -189,13 +189,8 @@ def positive_float(text: str) -> float:
 # --- options named as `python -m training train` names them (issue 30) -------------------
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each option's default, but not "None" (the help text says what None means)."""
-
-    def _get_help_string(self, action):
-        if action.default is None:
-            return action.help
-        return super()._get_help_string(action)
+# Each option's default in --help, but not "None": training's formatter.
+HelpFormatter = fields.HelpFormatter
 
 
 MIXED_POLICIES = ("mixed_bfloat16", "mixed_float16")
@@ -298,6 +293,18 @@ def add_mixed_precision(
         "mixed_float16 on GPU and mixed_bfloat16 on CPU (final layers stay float32); "
         f"--mixed-precision POLICY ({', '.join(policies)}) picks one on any machine"
         + (f"; {note}" if note else ""),
+    )
+
+
+def add_retired_policy(parser: argparse.ArgumentParser) -> None:
+    """`--policy POLICY`, the retired spelling of `--mixed-precision [POLICY]`."""
+    add_deprecated_alias(
+        parser,
+        "--policy",
+        "--mixed-precision",
+        dest="policy",
+        choices=("float32", *MIXED_POLICIES),
+        spelling=policy_spelling,
     )
 
 

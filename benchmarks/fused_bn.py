@@ -254,14 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="SGD(0.01, momentum 0.9) or AdamW(1e-3, weight decay 1e-4)",
     )
     common.add_mixed_precision(parser)
-    common.add_deprecated_alias(
-        parser,
-        "--policy",
-        "--mixed-precision",
-        dest="policy",
-        choices=("float32", *common.MIXED_POLICIES),
-        spelling=common.policy_spelling,
-    )
+    common.add_retired_policy(parser)
     parser.add_argument("--warmup", type=common.positive_int, default=2, help="untimed steps")
     parser.add_argument("--rounds", type=common.positive_int, default=5, help="A B B A rounds")
     parser.add_argument("--steps", type=common.positive_int, default=3, help="steps per round")

@@ -258,14 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="side of the matmul's matrices",
     )
     common.add_mixed_precision(parser)
-    common.add_deprecated_alias(
-        parser,
-        "--policy",
-        "--mixed-precision",
-        dest="policy",
-        choices=("float32", *common.MIXED_POLICIES),
-        spelling=common.policy_spelling,
-    )
+    common.add_retired_policy(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the batch")
     return parser
 

@@ -22,16 +22,7 @@ from training.evaluate import (
     export_saved_model,
     format_per_class,
 )
-from training.fields import POSITIVE, POSITIVE_INT, ConfigError, add_flags
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each flag's default, but not "None" (the help text says what None means)."""
-
-    def _get_help_string(self, action):
-        if action.default is None:
-            return action.help
-        return super()._get_help_string(action)
+from training.fields import POSITIVE, POSITIVE_INT, ConfigError, HelpFormatter, add_flags
 
 
 def _add_workdir_flags(parser: argparse.ArgumentParser, job: str, filename: str) -> None:
@@ -53,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training",
         description="Train, evaluate and export Inception models.",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser(
@@ -61,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train, evaluate on the test split, export",
         description="Train a model; rerun the same command on the same workdir to resume, "
         "or with a larger --epochs to continue a finished run.",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_flags(train, TrainConfig)
     _add_workdir_flags(train, "run", "config.json")
@@ -85,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate a training workdir on its run's test images (the run's "
         "dataset, data_dir, seed, hold-out, image size and channels, from its config.json), "
         "or a .keras file on --dataset.",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     evaluate.add_argument("model_path", help="a training workdir, or a .keras file")
     evaluate.add_argument(
@@ -118,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="KerasTuner search over bottleneck widths; writes trials.csv, pareto.png "
         "and best_specs.json (train it with `train --specs`). Rerun the same command on the "
         "same workdir to resume.",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_flags(tune, TrainConfig, exclude=("time_budget_minutes", "specs"))
     add_flags(tune, tuning.TuneConfig)
@@ -127,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser(
         "export",
         help="write a SavedModel of the inference model",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     export.add_argument("model_path", help="a training workdir, or a .keras file")
     export.add_argument(

@@ -198,6 +198,10 @@ def add_flags(
     return added
 
 
-def defaults_of(cls: type) -> dict[str, Any]:
-    """{field: default} of dataclass `cls`."""
-    return {f.name: f.default for f in dataclasses.fields(cls)}
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, but not "None" (the help text says what None means)."""
+
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)

@@ -3,6 +3,7 @@
 The question it answers: how narrow can the 1x1 reduce convolutions be before accuracy
 drops, and what is the best accuracy at a given parameter or multiply-add budget?
 
+`TuneConfig` and the search's workdir check live in `training.tuning_config`.
 `InceptionHyperModel` composes the registered builders (it never copies them): it turns
 hyperparameters into a width table and passes it as `specs=`. Every default is the
 paper's width, so `InceptionHyperModel(...).build(kt.HyperParameters())` is the model
@@ -44,7 +45,6 @@ from keras_inception.analysis import macs as count_macs
 from keras_inception.specs import scale_table
 from training import machine
 from training.config import TrainConfig
-from training.fields import POSITIVE_INT, check_fields, option
 from training.model_setup import (
     aux_loss_weight_of,
     build_model,
@@ -55,66 +55,21 @@ from training.model_setup import (
 )
 from training.runkit import load_data, precise_batch_norm, start_run
 from training.strategy import place
-from training.tuning_report import INFO_FILE, format_table, plot_pareto, read_info, trial_rows
-from training.workdir import (
-    as_json,
-    changed_fields,
-    check_workdir,
-    start_workdir,
-    write_json,
+from training.tuning_config import (  # noqa: F401 (re-exported: the tuner's public names)
+    CONFIG_FILE,
+    SPACES,
+    TUNERS,
+    TuneConfig,
+    check_search,
+    prepare_search,
 )
+from training.tuning_report import INFO_FILE, format_table, plot_pareto, read_info, trial_rows
+from training.workdir import write_json
 
-SPACES = ("per_module", "bottleneck_ratio")
-TUNERS = ("random", "bayesian", "hyperband")
 # Per-module choices, as fractions of the paper's width (the paper's width is always one).
 WIDTH_FRACTIONS = (0.125, 0.25, 0.5, 0.75, 1.0)
 # Consecutive trials failing for a reason other than the budget that end the search.
 MAX_CONSECUTIVE_FAILURES = 3
-CONFIG_FILE = "tune_config.json"
-
-
-@dataclasses.dataclass(frozen=True)
-class TuneConfig:
-    """What the search varies and how (written to `tune_config.json` with the TrainConfig).
-
-    Each field's meaning is its `help` metadata (`training.fields`; `python -m training
-    tune --help` prints it with the default): `space` ("per_module": every 1x1 reduce
-    width of every module; "bottleneck_ratio": one scale for all of them), `tuner`,
-    `max_trials` (rejected trials included; hyperband uses `TrainConfig.epochs` as
-    `max_epochs` instead), `max_params` / `max_macs` (budgets of the inference model,
-    auxiliary heads stripped; None: no limit), `search_learning_rate` (log scale, 1/10 to
-    10 times the run's) and `search_aux_weight`.
-    """
-
-    space: str = option(
-        "per_module", "every module's reduce widths, or one global bottleneck ratio",
-        choices=SPACES,
-    )  # fmt: skip
-    tuner: str = option(
-        "random",
-        "random search, bayesian (KerasTuner's Gaussian process) or hyperband",
-        choices=TUNERS,
-    )
-    max_trials: int = option(
-        10,
-        "trials, rejected ones included (hyperband: unused, --epochs is max_epochs)",
-        rule=POSITIVE_INT,
-    )
-    max_params: int | None = option(
-        None,
-        "reject models with more parameters (inference model: auxiliary heads stripped)",
-        rule=POSITIVE_INT,
-    )
-    max_macs: int | None = option(
-        None,
-        "reject models with more multiply-adds per image (inference model)",
-        rule=POSITIVE_INT,
-    )
-    search_learning_rate: bool = option(False, "also search the learning rate")
-    search_aux_weight: bool = option(False, "also search the aux loss weight")
-
-    def __post_init__(self):
-        check_fields(self)
 
 
 def model_counts(model: keras.Model) -> dict[str, int]:
@@ -385,36 +340,6 @@ def make_tuner(
     if tune_config.tuner == "bayesian":
         return BayesianTuner(max_trials=tune_config.max_trials, **common)
     return HyperbandTuner(max_epochs=hypermodel.config.epochs, factor=3, **common)
-
-
-def check_search(
-    config: TrainConfig, tune_config: TuneConfig, workdir: str, *, overwrite: bool = False
-) -> bool:
-    """Read-only: refuses a workdir that holds another search (a field missing from its
-    saved `tune_config.json` counts as its default) or files but no search
-    (`training.workdir.check_workdir`); returns whether the search resumes."""
-    saved = check_workdir(workdir, CONFIG_FILE, what="search", overwrite=overwrite)
-    if saved is None:
-        return False
-    current = as_json({"train": config, "tune": tune_config})
-    defaults = as_json({"train": TrainConfig(), "tune": TuneConfig()})
-    changed = changed_fields(saved, current, defaults)
-    if changed:
-        raise ValueError(
-            f"workdir {workdir!r} holds a search with another configuration (differs in "
-            f"{changed}); use another --workdir, or --overwrite to search again"
-        )
-    return True
-
-
-def prepare_search(
-    config: TrainConfig, tune_config: TuneConfig, workdir: str, *, overwrite: bool = False
-) -> bool:
-    """`check_search`, then writes `tune_config.json` (removing the earlier search when
-    `overwrite`); returns whether the search resumes."""
-    resumed = check_search(config, tune_config, workdir, overwrite=overwrite)
-    start_workdir(workdir, CONFIG_FILE, {"train": config, "tune": tune_config}, overwrite=overwrite)
-    return resumed
 
 
 def _multiworker_refusal(name: str) -> str:

@@ -143,14 +143,12 @@ def check_workdir(workdir: str, filename: str, *, what: str, overwrite: bool) ->
     return None
 
 
-def start_workdir(
-    workdir: str, filename: str, current: Any, *, overwrite: bool, keep: bool = False
-) -> None:
+def start_workdir(workdir: str, filename: str, current: Any, *, overwrite: bool) -> None:
     """Writes `current` (a dataclass or a mapping of them) to `workdir/filename`, first
     removing the folder's earlier job when `overwrite`; call it once the job's
     configuration, data and model have been checked (`check_workdir` first), so that a
-    refused command leaves no trace. `keep`: the job resumes, nothing is removed."""
-    if overwrite and not keep and os.path.isdir(workdir):
+    refused command leaves no trace."""
+    if overwrite and os.path.isdir(workdir):
         # check_workdir refused any folder that is not this kind of job's: re-checked here,
         # just before the removal.
         if os.listdir(workdir) and not os.path.isfile(os.path.join(workdir, filename)):
