@@ -191,9 +191,11 @@ def test_generated_precision_data_shapes():
                                  "--batch-size", "16"])  # fmt: skip
     data, source = precision.load(args)
     assert source == "generated" and data.image_shape == (28, 28, 1)
-    x, y = next(iter(data.train))
-    assert x.shape == (16, 28, 28, 1) and float(x.numpy().min()) >= -1.0
-    assert int(y.numpy().min()) >= 0 and int(y.numpy().max()) < 10
+    batches = list(data.train)  # unordered (not deterministic): the last one may come first
+    assert sorted(int(x.shape[0]) for x, _ in batches) == [8, 16, 16]
+    for x, y in batches:
+        assert x.shape[1:] == (28, 28, 1) and float(x.numpy().min()) >= -1.0
+        assert int(y.numpy().min()) >= 0 and int(y.numpy().max()) < 10
 
 
 BY_PATH = ["models", "pipeline", "precision", "profile_step", "fused_bn", "threads"]
