@@ -16,8 +16,11 @@ import time
 
 import keras
 
+from training import machine
 from training.budget import plan_run
 from training.config import TrainConfig
+from training.cpu_mode import CpuUsage, cpu_usage_metrics
+from training.cpu_mode import describe as describe_cpu_usage
 from training.evaluate import evaluate_model, format_per_class
 from training.model_setup import (
     build_model,
@@ -120,6 +123,8 @@ def train_and_evaluate(
     if message:
         print(message)
     timer = EpochTimer(os.path.join(workdir, "epoch_times.json"), datasets.num_train)
+    cores = machine.usable_cores()
+    cpu_usage = CpuUsage(os.path.join(workdir, "cpu_usage.json"), cores, verbose=bool(verbose))
     precise = precise_batch_norm(model, config, datasets.train, datasets.num_train)
     callbacks = [
         # Kept after fit, so that a run interrupted while it evaluates or exports resumes
@@ -136,6 +141,7 @@ def train_and_evaluate(
         keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv"), append=True),
         keras.callbacks.TerminateOnNaN(),
         timer,  # before `precise`: an epoch's training time leaves the estimate out
+        cpu_usage,
         *([precise] if precise else []),
         *(extra_callbacks or []),
     ]
@@ -151,6 +157,9 @@ def train_and_evaluate(
 
     if precise is not None and not precise.current():
         precise.on_test_begin()  # the final weights (an EMA, or a resumed run) get theirs
+    usage = cpu_usage_metrics(cpu_usage.epochs, cores)
+    if verbose:
+        print(describe_cpu_usage(usage))
     inference = save_models(model, workdir, export=export)
     test = evaluate_model(inference, datasets.test)
     metrics = write_metrics(
@@ -164,6 +173,7 @@ def train_and_evaluate(
         resume_dir=None,  # kept: a larger epochs continues the run
         extra={
             **precise_bn_metrics(precise),
+            "cpu_usage": usage,
             **({"epoch_plan": dataclasses.asdict(plan)} if plan else {}),
         },
     )

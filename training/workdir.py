@@ -23,6 +23,8 @@ A training run's workdir:
                     `export=False`, `--no-export`)
     metrics.json    test top-1, top-5, loss, per-class accuracy, images/s, epoch times,
                     unreadable images skipped and, apart, non-image files left out
+    epoch_times.json  wall time of each epoch and of its training part
+    cpu_usage.json  CPU time/wall of each epoch's training (`training.cpu_mode`)
     logs/           TensorBoard
     backup/         the resume state (`keras.callbacks.BackupAndRestore`), kept when the
                     run finishes so that a larger `--epochs` continues it
