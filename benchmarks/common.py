@@ -1,5 +1,6 @@
-"""Helpers shared by the benchmark scripts: machine line, timing, matmul rate, tables,
-the demo models, and the command-line options they share with `python -m training train`.
+"""Helpers shared by the benchmark scripts: machine line, timing (with each row's CPU
+time/wall, `CpuTime`), matmul rate, tables, the demo models, and the command-line options
+they share with `python -m training train`.
 
 Every figure a script prints is meant to be read as a ratio against a baseline measured
 in the same process, interleaved with it (A B A B ...): the machines these run on are
@@ -21,11 +22,21 @@ import keras
 import tensorflow as tf
 
 import keras_inception as ki
+from benchmarks.cpu_time import CpuTime, Mark, process_cpu_seconds  # noqa: F401  re-exported
 from training import fields, machine, strategy
 
 FLOP_CONVENTION = (
     "FLOPs: a multiply-add is 2 FLOPs; training = 3 x forward (backward ~ 2 x forward), "
     "so training FLOPs/image = 6 x forward multiply-adds; conv and dense only."
+)
+# Every table's column of the process's CPU time / wall over the row's timed regions
+# (`CpuTime.ratio`): about the core count when every core worked, about 1 in issue 31's
+# one-core mode.
+CPU_COLUMN = "CPU time/wall"
+CPU_NOTE = (
+    f"{CPU_COLUMN}: the process's CPU time (user + system, all threads) / wall time over "
+    "the row's timed steps; near the core count when every core worked, near 1 in the "
+    "one-core mode of issue 31 (then the row's speeds are up to 2x low)."
 )
 
 # `make demo`'s GoogLeNet (the Makefile's DEMO_FLAGS), and the one it replaced, kept so
@@ -84,14 +95,28 @@ def median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 
 
-def rate(fn: Callable[[], object], steps: int, items_per_step: int) -> float:
-    """Items per second of `steps` calls of `fn` (its result is synced before the clock stops)."""
-    start = time.perf_counter()
+def rate(
+    fn: Callable[[], object], steps: int, items_per_step: int, usage: CpuTime | None = None
+) -> float:
+    """Items per second of `steps` calls of `fn` (its result is synced before the clock
+    stops); the timed region is added to `usage` (a row's `CpuTime`), whose wall clock
+    times it.
+
+    Example:
+    >>> cpu, wall = iter([0.0, 1.5]), iter([10.0, 10.5])
+    >>> usage = CpuTime(cpu_clock=cpu.__next__, wall_clock=wall.__next__)
+    >>> rate(lambda: None, steps=4, items_per_step=8, usage=usage)  # 32 items in 0.5 s
+    64.0
+    >>> usage.ratio
+    3.0
+    """
+    usage = usage if usage is not None else CpuTime()
+    start = usage.mark()
     result = None
     for _ in range(steps):
         result = fn()
     _sync(result)
-    return steps * items_per_step / (time.perf_counter() - start)
+    return steps * items_per_step / usage.add(start, usage.mark())
 
 
 def _sync(result) -> None:
@@ -123,12 +148,32 @@ class MatmulRate:
         self._run = run
         self.measure()  # trace and warm up
 
-    def measure(self) -> float:
-        """One timed measurement, in GFLOP/s."""
-        start = time.perf_counter()
+    def measure(self, usage: CpuTime | None = None) -> float:
+        """One timed measurement, in GFLOP/s: `repeats` products of 2 n^3 FLOPs each. The
+        timed region is added to `usage` (a `CpuTime`), whose wall clock times it."""
+        usage = usage if usage is not None else CpuTime()
+        start = usage.mark()
         self._run(self.a, self.b).numpy()
-        seconds = time.perf_counter() - start
+        seconds = usage.add(start, usage.mark())
         return 2.0 * self.n**3 * self.repeats / seconds / 1e9
+
+
+def run_and_report(
+    args: argparse.Namespace,
+    run: Callable[[argparse.Namespace], list[dict]],
+    columns: Sequence[str],
+    describe: Callable[[argparse.Namespace, float], str],
+) -> list[dict]:
+    """A script's `main` once its arguments are parsed: prints the machine lines, runs
+    `run(args)`, prints `describe(args, seconds the run took)`, `CPU_NOTE` and the table of
+    the rows' `columns`; returns the rows."""
+    print(machine_description())
+    start = time.perf_counter()
+    rows = run(args)
+    print(describe(args, time.perf_counter() - start))
+    print(CPU_NOTE)
+    print(format_table(rows, columns))
+    return rows
 
 
 def format_table(rows: list[dict], columns: Sequence[str] | None = None) -> str:
@@ -162,6 +207,16 @@ def format_table(rows: list[dict], columns: Sequence[str] | None = None) -> str:
 class BadValue(argparse.ArgumentTypeError, ValueError):
     """A command-line value that breaks its option's rule: argparse prints the message
     after the option's name; called from Python, it is a ValueError."""
+
+
+def new_parser(script: str, doc: str) -> argparse.ArgumentParser:
+    """The parser of `python -m benchmarks.<script>`: described by the first paragraph of
+    `doc` (the script's docstring), each option's default in its help."""
+    return argparse.ArgumentParser(
+        prog=f"python -m benchmarks.{script}",
+        description=doc.split("\n\n")[0],
+        formatter_class=HelpFormatter,
+    )
 
 
 def positive_int(text: str) -> int:

@@ -10,7 +10,8 @@ TensorFlow's `FusedBatchNormV3` kernel forward and backward. Both are compiled a
 `--mixed-precision POLICY` that policy on any machine) and trained on one fixed random
 batch; their timed rounds are interleaved (round 1: unfused, fused; round 2: fused,
 unfused; ...), and the speedup is the median over rounds of fused images/s over unfused
-images/s in the same round (above 1: the fused layer is faster).
+images/s in the same round (above 1: the fused layer is faster). The process's CPU time /
+wall is over both copies' timed steps.
 
 Models:
 
@@ -76,6 +77,7 @@ COLUMNS = (
     "fused img/s",
     "speedup",
     "loss diff",
+    common.CPU_COLUMN,
 )
 
 
@@ -95,6 +97,7 @@ class Pair:
         default_factory=lambda: {"unfused": [], "fused": []}
     )
     loss_diff: float = float("nan")
+    usage: common.CpuTime = dataclasses.field(default_factory=common.CpuTime)
 
 
 def build(name: str, size: int) -> tuple[keras.Model, int, int]:
@@ -192,6 +195,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                         lambda m=model, p=pair: m.train_on_batch(p.x, p.y, return_dict=True),
                         args.steps,
                         pair.batch,
+                        pair.usage,
                     )
                 )
 
@@ -215,17 +219,14 @@ def run(args: argparse.Namespace) -> list[dict]:
                     [f / u for f, u in zip(pair.rates["fused"], pair.rates["unfused"], strict=True)]
                 ),
                 "loss diff": pair.loss_diff,
+                common.CPU_COLUMN: pair.usage.ratio,
             }
         )
     return rows
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.fused_bn",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=common.HelpFormatter,
-    )
+    parser = common.new_parser("fused_bn", __doc__)
     parser.add_argument(
         "--models", nargs="+", default=list(DEFAULT_MODELS), choices=MODELS, help="models to run"
     )
@@ -272,18 +273,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> list[dict]:
-    """Parses `argv`, runs, prints the machine lines and the table; returns the rows."""
-    args = parse_args(argv)
-    print(common.machine_description())
-    rows = run(args)
-    print(
+def describe(args: argparse.Namespace, seconds: float) -> str:
+    """The line above the table: the run's settings."""
+    return (
         f"policy {args.policy}, optimizer {args.optimizer}, jit_compile=False; "
         f"{args.rounds} rounds x {args.steps} training steps after {args.warmup} warm-up; "
         "medians; speedup: fused img/s / unfused img/s, per round, then the median."
     )
-    print(common.format_table(rows, COLUMNS))
-    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict]:
+    """Parses `argv`, runs, prints the machine lines and the table; returns the rows."""
+    return common.run_and_report(parse_args(argv), run, COLUMNS, describe)
 
 
 if __name__ == "__main__":

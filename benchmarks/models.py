@@ -2,7 +2,8 @@
 
 For each model: training images/s and inference images/s at one batch size and input
 size, parameters, forward multiply-adds, the achieved training GFLOP/s, and that as a
-fraction of this machine's fp32 matmul rate measured in the same run. Baselines, timed
+fraction of this machine's fp32 matmul rate measured in the same run, and the process's
+CPU time / wall over the model's timed training and inference steps. Baselines, timed
 interleaved with the models (round 1: A B C D, round 2: A B C D, ...; medians reported):
 
 * `keras.applications.InceptionV3(weights=None)` for our InceptionV3 (same topology; ours
@@ -69,6 +70,7 @@ COLUMNS = (
     "train GFLOP/s",
     "train % matmul",
     "infer % matmul",
+    common.CPU_COLUMN,
 )
 
 
@@ -84,6 +86,7 @@ class Bench:
     macs: int
     train: list[float] = dataclasses.field(default_factory=list)
     infer: list[float] = dataclasses.field(default_factory=list)
+    usage: common.CpuTime = dataclasses.field(default_factory=common.CpuTime)
 
 
 def build(name: str, size: int, classes: int, width: float = 1.0) -> keras.Model:
@@ -166,20 +169,24 @@ def _run(args: argparse.Namespace) -> list[dict]:
             bench.model.train_on_batch(bench.x, bench.y)
             bench.model.predict_on_batch(bench.x)
 
-    matmul_rates = []
+    matmul_rates, matmul_usage = [], common.CpuTime()
     for _ in range(args.rounds):
-        matmul_rates.append(matmul.measure())
+        matmul_rates.append(matmul.measure(matmul_usage))
         for bench in benches:
             bench.train.append(
                 common.rate(
                     lambda b=bench: b.model.train_on_batch(b.x, b.y, return_dict=True),
                     args.steps,
                     args.batch_size,
+                    bench.usage,
                 )
             )
             bench.infer.append(
                 common.rate(
-                    lambda b=bench: b.model.predict_on_batch(b.x), args.steps, args.batch_size
+                    lambda b=bench: b.model.predict_on_batch(b.x),
+                    args.steps,
+                    args.batch_size,
+                    bench.usage,
                 )
             )
     matmul_gflops = common.median(matmul_rates)
@@ -217,19 +224,22 @@ def _run(args: argparse.Namespace) -> list[dict]:
                 "train GFLOP/s": train_gflops,
                 "train % matmul": 100 * train_gflops / matmul_gflops,
                 "infer % matmul": 100 * infer_gflops / matmul_gflops,
+                common.CPU_COLUMN: bench.usage.ratio,
             }
         )
     label = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[matmul_dtype]
-    rows.append({"model": f"{label} matmul {args.matmul_size}^2", "train GFLOP/s": matmul_gflops})
+    rows.append(
+        {
+            "model": f"{label} matmul {args.matmul_size}^2",
+            "train GFLOP/s": matmul_gflops,
+            common.CPU_COLUMN: matmul_usage.ratio,
+        }
+    )
     return rows
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.models",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=common.HelpFormatter,
-    )
+    parser = common.new_parser("models", __doc__)
     parser.add_argument(
         "--models",
         nargs="+",
@@ -267,19 +277,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> list[dict]:
-    """Parses `argv`, runs, prints the machine line and the table; returns the rows."""
-    args = parse_args(argv)
-    print(common.machine_description())
-    rows = run(args)
-    print(
+def describe(args: argparse.Namespace, seconds: float) -> str:
+    """The lines above the table: the run's settings and conventions."""
+    return (
         f"policy {args.policy}; batch {args.batch_size}; {args.rounds} rounds x {args.steps} "
         f"steps after {args.warmup} warm-up; medians; ratios are per round against the "
-        "baseline column."
+        f"baseline column.\n{common.FLOP_CONVENTION}"
     )
-    print(common.FLOP_CONVENTION)
-    print(common.format_table(rows, COLUMNS))
-    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict]:
+    """Parses `argv`, runs, prints the machine line and the table; returns the rows."""
+    return common.run_and_report(parse_args(argv), run, COLUMNS, describe)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ Rows:
 * `decode_and_crop_jpeg` against `decode_jpeg` then crop, on the same files with the same
   crop windows (no resize): the saving of decoding only the window.
 
+Each row's CPU time / wall is the process's over both of its timed measurements.
+
 Example:
 
 ```
@@ -26,7 +28,6 @@ import argparse
 import dataclasses
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -44,7 +45,17 @@ from benchmarks import models as model_bench  # noqa: E402
 from training import augment  # noqa: E402
 from training import data as data_lib  # noqa: E402
 
-COLUMNS = ("pipeline", "input", "pipeline img/s", "against", "against img/s", "ratio")
+COLUMNS = (
+    "pipeline",
+    "input",
+    "pipeline img/s",
+    "against",
+    "against img/s",
+    "ratio",
+    common.CPU_COLUMN,
+)
+# A measurement: `usage` (the row's `CpuTime`) -> images/s; its timed region goes to `usage`.
+Measure = Callable[[common.CpuTime], float]
 
 
 def write_jpeg_folder(
@@ -80,38 +91,40 @@ class Consumer:
         self.batch = batch
         self.warm = warm
 
-    def measure(self, batches: int) -> float:
+    def measure(self, batches: int, usage: common.CpuTime | None = None) -> float:
         it = iter(self.ds)
         for _ in range(self.warm):
             next(it)
-        return common.rate(lambda: next(it)[0], batches, self.batch)  # `it` closes on return
+        return common.rate(lambda: next(it)[0], batches, self.batch, usage)  # `it` closes
 
 
 @dataclasses.dataclass
 class Pair:
-    """A pipeline and the rate it is compared against, measured alternately."""
+    """A pipeline and the rate it is compared against, measured alternately; `usage`:
+    the CPU time / wall of both."""
 
     label: str
     size: int
-    pipeline: Callable[[], float]
+    pipeline: Measure
     against_name: str
-    against: Callable[[], float]
+    against: Measure
     a: list[float] = dataclasses.field(default_factory=list)
     b: list[float] = dataclasses.field(default_factory=list)
+    usage: common.CpuTime = dataclasses.field(default_factory=common.CpuTime)
 
 
-def trainer(name: str, size: int, batch: int, **build_kw) -> Callable[[int], float]:
-    """A function `steps -> training images/s` of model `name` on a fixed batch."""
+def trainer(name: str, size: int, batch: int, **build_kw) -> Callable[..., float]:
+    """A function `(steps, usage) -> training images/s` of model `name` on a fixed batch."""
     bench = model_bench.prepare(
         name, size, batch, classes=build_kw.pop("classes", 1000), **build_kw
     )
     bench.model.train_on_batch(bench.x, bench.y)  # trace
-    return lambda steps: common.rate(
-        lambda: bench.model.train_on_batch(bench.x, bench.y), steps, batch
+    return lambda steps, usage: common.rate(
+        lambda: bench.model.train_on_batch(bench.x, bench.y), steps, batch, usage
     )
 
 
-def small_model(size: int, batch: int) -> Callable[[int], float]:
+def small_model(size: int, batch: int) -> Callable[..., float]:
     """The `make demo` GoogLeNet (small stem, width 1/8, gray) training rate at `size`."""
     import keras_inception as ki
 
@@ -126,7 +139,7 @@ def small_model(size: int, batch: int) -> Callable[[int], float]:
     x = tf.random.uniform([batch, size, size, 1], -1, 1)
     y = tf.zeros([batch], tf.int32)
     model.train_on_batch(x, y)
-    return lambda steps: common.rate(lambda: model.train_on_batch(x, y), steps, batch)
+    return lambda steps, usage: common.rate(lambda: model.train_on_batch(x, y), steps, batch, usage)
 
 
 def crop_windows(paths: Sequence[str], seed: int) -> tuple[tf.Tensor, tf.Tensor]:
@@ -178,9 +191,9 @@ def _measure(args: argparse.Namespace, root: str, paths: list[str]) -> list[dict
             Pair(
                 "JPEG folder: decode+crop, resize, flip, colour",
                 size,
-                lambda c=consumer: c.measure(batches),
+                lambda usage, c=consumer: c.measure(batches, usage),
                 f"{model_name} training",
-                lambda t=train: t(steps),
+                lambda usage, t=train: t(steps, usage),
             )
         )
 
@@ -199,9 +212,9 @@ def _measure(args: argparse.Namespace, root: str, paths: list[str]) -> list[dict
         Pair(
             small_label,
             small.image_shape[0],
-            lambda: small_consumer.measure(batches),
+            lambda usage: small_consumer.measure(batches, usage),
             "demo googlenet (small stem, 1/8 width) training",
-            lambda: small_train(steps),
+            lambda usage: small_train(steps, usage),
         )
     )
 
@@ -215,16 +228,16 @@ def _measure(args: argparse.Namespace, root: str, paths: list[str]) -> list[dict
         Pair(
             "decode_and_crop_jpeg (fused)",
             0,
-            lambda: decoders["fused"].measure(batches),
+            lambda usage: decoders["fused"].measure(batches, usage),
             "decode_jpeg then crop",
-            lambda: decoders["separate"].measure(batches),
+            lambda usage: decoders["separate"].measure(batches, usage),
         )
     )
 
     for _ in range(args.rounds):
         for pair in pairs:
-            pair.a.append(pair.pipeline())
-            pair.b.append(pair.against())
+            pair.a.append(pair.pipeline(pair.usage))
+            pair.b.append(pair.against(pair.usage))
 
     rows = []
     for pair in pairs:
@@ -236,6 +249,7 @@ def _measure(args: argparse.Namespace, root: str, paths: list[str]) -> list[dict
                 "against": pair.against_name,
                 "against img/s": common.median(pair.b),
                 "ratio": common.median([a / b for a, b in zip(pair.a, pair.b, strict=True)]),
+                common.CPU_COLUMN: pair.usage.ratio,
             }
         )
     return rows
@@ -264,11 +278,7 @@ def _generated_small(args: argparse.Namespace) -> data_lib.Datasets:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.pipeline",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=common.HelpFormatter,
-    )
+    parser = common.new_parser("pipeline", __doc__)
     parser.add_argument("--images", type=common.positive_int, default=256, help="JPEGs made")
     parser.add_argument(
         "--batch-size", type=common.positive_int, default=16, help="batch of the JPEG rows"
@@ -304,19 +314,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> list[dict]:
-    """Parses `argv`, runs, prints the machine line and the table; returns the rows."""
-    args = parse_args(argv)
-    print(common.machine_description())
-    start = time.perf_counter()
-    rows = run(args)
-    print(
+def describe(args: argparse.Namespace, seconds: float) -> str:
+    """The line above the table: the run's settings and how long it took."""
+    return (
         f"{args.images} generated 400x300 JPEGs, batch {args.batch_size}, {args.rounds} rounds "
         f"(pipeline {args.batches} batches, then model {args.steps} steps); medians; "
-        f"ratio = pipeline / against, per round. {time.perf_counter() - start:.0f} s."
+        f"ratio = pipeline / against, per round. {seconds:.0f} s."
     )
-    print(common.format_table(rows, COLUMNS))
-    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict]:
+    """Parses `argv`, runs, prints the machine line and the table; returns the rows."""
+    return common.run_and_report(parse_args(argv), run, COLUMNS, describe)
 
 
 if __name__ == "__main__":

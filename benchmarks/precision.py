@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -51,27 +50,49 @@ COLUMNS = (
     "train accuracy",
     "test accuracy",
     "Δ test accuracy",
+    common.CPU_COLUMN,
 )
 
 
 class BatchTimer(keras.callbacks.Callback):
-    """Times each epoch's batches after the first `skip`: images/s per epoch."""
+    """Times each epoch's batches after the first `skip`: images/s per epoch (`rates`),
+    from the end of batch `skip` to the end of the last one; those regions go to `usage`.
 
-    def __init__(self, batch_size: int, skip: int):
+    Args:
+        batch_size: int. Images per batch.
+        skip: int. Untimed first batches of each epoch.
+        usage: CpuTime. Where the timed regions go (its wall clock times them). Defaults
+            to a new `CpuTime()`.
+
+    Example:
+    >>> cpu, wall = iter([0.0, 1.0, 2.0, 5.0]), iter([0.0, 1.0, 2.0, 3.0])
+    >>> timer = BatchTimer(8, skip=1, usage=common.CpuTime(cpu.__next__, wall.__next__))
+    >>> timer.on_epoch_begin(0)
+    >>> for batch in range(4):
+    ...     timer.on_train_batch_end(batch)
+    >>> timer.on_epoch_end(0)
+    >>> timer.rates, timer.usage.ratio  # 2 batches of 8 in 2 s, 4 CPU seconds
+    ([8.0], 2.0)
+    """
+
+    def __init__(self, batch_size: int, skip: int, usage: common.CpuTime | None = None):
         super().__init__()
         self.batch_size, self.skip = batch_size, skip
+        self.usage = usage if usage is not None else common.CpuTime()
         self.rates: list[float] = []
+        self.marks: list[common.Mark] = []
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.times = []
+        self.marks = []
 
     def on_train_batch_end(self, batch, logs=None):
-        self.times.append(time.perf_counter())
+        self.marks.append(self.usage.mark())
 
     def on_epoch_end(self, epoch, logs=None):
-        times = self.times[self.skip :]
-        if len(times) >= 2:
-            self.rates.append((len(times) - 1) * self.batch_size / (times[-1] - times[0]))
+        marks = self.marks[self.skip :]
+        if len(marks) >= 2:
+            seconds = self.usage.add(marks[0], marks[-1])
+            self.rates.append((len(marks) - 1) * self.batch_size / seconds)
 
 
 def policies() -> list[str]:
@@ -177,17 +198,14 @@ def run(args: argparse.Namespace) -> list[dict]:
                 "train accuracy": train_accuracy[policy],
                 "test accuracy": accuracy[policy],
                 "Δ test accuracy": accuracy[policy] - accuracy.get("float32", float("nan")),
+                common.CPU_COLUMN: timer.usage.ratio,
             }
         )
     return rows
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.precision",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=common.HelpFormatter,
-    )
+    parser = common.new_parser("precision", __doc__)
     parser.add_argument("--model", default="googlenet", help="model name")
     common.add_width_multiplier(parser, default=0.125)
     parser.add_argument("--batch-size", type=common.positive_int, default=32, help="batch size")
@@ -215,20 +233,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> list[dict]:
-    """Parses `argv`, runs, prints the machine line and the table; returns the rows."""
-    args = parse_args(argv)
-    print(common.machine_description())
-    start = time.perf_counter()
-    rows = run(args)
-    print(
+def describe(args: argparse.Namespace, seconds: float) -> str:
+    """The line above the table: the run's settings and how long it took."""
+    return (
         f"{args.model} (small stem, width multiplier {args.width_multiplier}), "
         f"batch {args.batch_size}, "
         f"{args.epochs} epochs of {args.train_limit} images, epochs interleaved across "
-        f"policies; accuracy on {args.test_limit} test images. {time.perf_counter() - start:.0f} s."
+        f"policies; accuracy on {args.test_limit} test images. {seconds:.0f} s."
     )
-    print(common.format_table(rows, COLUMNS))
-    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict]:
+    """Parses `argv`, runs, prints the machine line and the table; returns the rows."""
+    return common.run_and_report(parse_args(argv), run, COLUMNS, describe)
 
 
 if __name__ == "__main__":

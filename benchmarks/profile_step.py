@@ -3,7 +3,9 @@
 Traces a few training steps of one model with `tf.profiler.experimental`, then reads the
 trace's XPlane file directly (TensorFlow's own `xplane_pb2`; no TensorBoard profile plugin
 needed) and sums the host-side TensorFlow op durations by op type. Ops run in parallel on
-the cores, so the shares are of summed op time, not of wall time.
+the cores, so the shares are of summed op time, not of wall time. The wall-time row gives
+the process's CPU time / wall over the traced steps (the one timed region: every op row
+comes from it).
 
 Example:
 
@@ -21,7 +23,6 @@ import os
 import re
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,7 +36,7 @@ import tensorflow as tf  # noqa: E402
 from benchmarks import common  # noqa: E402
 from benchmarks import models as model_bench  # noqa: E402
 
-COLUMNS = ("op type", "ms / step", "share %", "calls / step")
+COLUMNS = ("op type", "ms / step", "share %", "calls / step", common.CPU_COLUMN)
 
 
 def op_times(xplane_path: str) -> dict[str, tuple[float, int]]:
@@ -72,10 +73,11 @@ def run(args: argparse.Namespace) -> list[dict]:
         bench.model.train_on_batch(bench.x, bench.y)
     logdir = args.logdir or tempfile.mkdtemp(prefix="bench-profile-")
     tf.profiler.experimental.start(logdir)
-    start = time.perf_counter()
+    usage = common.CpuTime()
+    start = usage.mark()
     for _ in range(args.steps):
         bench.model.train_on_batch(bench.x, bench.y)
-    wall = (time.perf_counter() - start) / args.steps
+    wall = usage.add(start, usage.mark()) / args.steps
     tf.profiler.experimental.stop()
     files = sorted(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True))
     if not files:
@@ -92,17 +94,15 @@ def run(args: argparse.Namespace) -> list[dict]:
         for op, (ms, count) in sorted(totals.items(), key=lambda kv: -kv[1][0])
     ][: args.top]
     rows.append({"op type": "(all ops, summed over threads)", "ms / step": total / args.steps})
-    rows.append({"op type": "(wall time per step)", "ms / step": wall * 1e3})
+    rows.append(
+        {"op type": "(wall time per step)", "ms / step": wall * 1e3, common.CPU_COLUMN: usage.ratio}
+    )
     print(f"trace: {files[-1]}")
     return rows
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.profile_step",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=common.HelpFormatter,
-    )
+    parser = common.new_parser("profile_step", __doc__)
     parser.add_argument(
         "--model", default="inception_v3", choices=model_bench.MODELS, help="model to profile"
     )
@@ -125,14 +125,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> list[dict]:
-    args = parse_args(argv)
-    print(common.machine_description())
-    rows = run(args)
+def describe(args: argparse.Namespace, seconds: float) -> str:
+    """The line above the table: the model, input, batch and steps traced."""
     size = args.image_size
-    print(f"{args.model} {size}x{size}, batch {args.batch_size}, {args.steps} steps")
-    print(common.format_table(rows, COLUMNS))
-    return rows
+    return f"{args.model} {size}x{size}, batch {args.batch_size}, {args.steps} steps"
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict]:
+    """Parses `argv`, runs, prints the machine line and the table; returns the rows."""
+    return common.run_and_report(parse_args(argv), run, COLUMNS, describe)
 
 
 if __name__ == "__main__":

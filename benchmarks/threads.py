@@ -22,10 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,18 +32,12 @@ if not __package__:  # run by path (`python benchmarks/threads.py`): import from
     # and set the process up before TensorFlow is imported (benchmarks/__init__.py).
     import benchmarks  # noqa: F401
 
-from benchmarks.common import HelpFormatter, format_table, positive_int  # noqa: E402
+from benchmarks.common import CPU_COLUMN, HelpFormatter, format_table, positive_int  # noqa: E402
+from training.cpu_mode import ONE_CORE_BELOW  # noqa: E402  (training's run-time verdict)
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"googlenet_224": 16, "demo": 128}  # name: batch size
 FAST_WITHIN = 0.10  # a process within 10% of the fastest of its model is "fast"
-ONE_CORE_BELOW = 1.3  # CPU time / wall under this on a multi-core machine: "one core"
-
-
-def cpu_seconds() -> float:
-    """This process's user + system CPU time, all its threads."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def worker(model_name: str, warmup: int, steps: int, seed: int) -> dict:
@@ -78,15 +70,9 @@ def worker(model_name: str, warmup: int, steps: int, seed: int) -> dict:
         y = {k: labels for k in names}
     for _ in range(warmup):
         model.train_on_batch(x, y)
-    cpu, start = cpu_seconds(), time.perf_counter()
-    for _ in range(steps):
-        model.train_on_batch(x, y)
-    wall = time.perf_counter() - start
-    return {
-        "images_per_sec": steps * batch / wall,
-        "cpu_per_wall": (cpu_seconds() - cpu) / wall,
-        "pid": os.getpid(),
-    }
+    usage = common.CpuTime()
+    images_per_sec = common.rate(lambda: model.train_on_batch(x, y), steps, batch, usage)
+    return {"images_per_sec": images_per_sec, "cpu_per_wall": usage.ratio, "pid": os.getpid()}
 
 
 def measure_process(model_name: str, warmup: int, steps: int, seed: int) -> dict:
@@ -186,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     classify(rows, cores)
     table = [
         {"model": r["model"], "process": r["process"], "img/s": r["images_per_sec"],
-         "CPU time/wall": r["cpu_per_wall"], "% of best": r["% of best"], "mode": r["mode"]}
+         CPU_COLUMN: r["cpu_per_wall"], "% of best": r["% of best"], "mode": r["mode"]}
         for r in rows
     ]  # fmt: skip
     print(format_table(table))

@@ -7,6 +7,7 @@ runs are `large`; the helpers they are built from are tested in the fast suite.
 
 import argparse
 import importlib
+import math
 import os
 import re
 import subprocess
@@ -42,8 +43,46 @@ def test_format_table_aligns_and_formats():
     assert len({len(line) for line in lines}) == 1
 
 
-def test_matmul_rate_is_positive():
-    assert common.MatmulRate(n=64, repeats=1).measure() > 0
+def fake_usage(cpu: list[float], wall: list[float]) -> common.CpuTime:
+    """A `CpuTime` whose clocks read the given values, one per call."""
+    return common.CpuTime(cpu_clock=iter(cpu).__next__, wall_clock=iter(wall).__next__)
+
+
+def test_cpu_time_sums_regions_and_divides():
+    usage = fake_usage(cpu=[5.0, 8.75, 9.0, 9.5], wall=[100.0, 102.0, 103.0, 103.5])
+    assert math.isnan(usage.ratio)  # nothing timed yet
+    assert usage.add(usage.mark(), usage.mark()) == 2.0  # 3.75 CPU s in 2 s
+    assert usage.add(usage.mark(), usage.mark()) == 0.5  # 0.5 CPU s in 0.5 s
+    assert usage.add_seconds(1.75, 1.5) == 1.5  # measured by another process
+    assert (usage.cpu, usage.wall, usage.ratio) == (6.0, 4.0, 1.5)
+    with pytest.raises(ValueError, match=r"received cpu=1.0, wall=-0.5"):
+        usage.add_seconds(1.0, -0.5)
+    assert usage.wall == 4.0  # a bad region is not added
+
+
+def test_rate_times_its_steps_on_the_usage_clock():
+    calls = []
+    usage = fake_usage(cpu=[2.0, 3.0], wall=[7.0, 7.25])
+    assert common.rate(lambda: calls.append(1), 5, 16, usage) == 5 * 16 / 0.25
+    assert len(calls) == 5 and usage.ratio == 4.0
+
+
+def test_matmul_rate_counts_two_n_cubed_flops_per_product():
+    matmul = common.MatmulRate(n=8, repeats=3)
+    usage = fake_usage(cpu=[0.0, 1.0], wall=[1.0, 1.5])
+    # 3 products of 2 * 8^3 = 1,024 FLOPs in 0.5 s: 6,144 FLOP/s.
+    assert matmul.measure(usage) == 6.144e-6
+    assert usage.ratio == 2.0
+
+
+def assert_cpu_per_wall(rows: list[dict], out: str) -> None:
+    """The printed table has the CPU time/wall column, and each row's value is at most the
+    usable cores (plus rounding): CPU time of this process over the row's timed regions."""
+    header = next(line for line in out.splitlines() if line.startswith("| "))
+    assert f"| {common.CPU_COLUMN} " in header, header
+    cores = len(os.sched_getaffinity(0))
+    for row in rows:
+        assert 0 < row[common.CPU_COLUMN] <= cores + 0.5, row
 
 
 @pytest.mark.large
@@ -62,6 +101,7 @@ def test_models_table(capsys):
     assert rows[0]["params"] > rows[1]["params"]  # the aux heads' weights
     assert rows[0]["GMACs"] > rows[1]["GMACs"] > 0
     assert rows[-1]["model"].startswith("fp32 matmul") and rows[-1]["train GFLOP/s"] > 0
+    assert_cpu_per_wall(rows, out)  # the matmul row's too
 
 
 @pytest.mark.large  # 14 s: builds and trains a GoogLeNet, like test_models_table
@@ -99,11 +139,13 @@ def test_pipeline_table(capsys):
          "--rounds", "1", "--googlenet-image-size", "64", "--width-multiplier", "0.125", "--no-v3",
          "--small-images", "64", "--small-batch-size", "16"]
     )  # fmt: skip
-    assert "machine:" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "machine:" in out
     assert [r["input"] for r in rows] == ["64x64", "28x28", "400x300 crop"]
     for row in rows:
         assert set(pipeline.COLUMNS) <= set(row)
         assert row["pipeline img/s"] > 0 and row["ratio"] > 0
+    assert_cpu_per_wall(rows, out)
 
 
 @pytest.mark.large
@@ -113,7 +155,9 @@ def test_precision_table(capsys):
          "--batch-size", "16", "--epochs", "1", "--skip", "1",
          "--policies", "float32", "mixed_bfloat16"]
     )  # fmt: skip
-    assert "machine:" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "machine:" in out
+    assert_cpu_per_wall(rows, out)
     assert [r["policy"] for r in rows] == ["float32", "mixed_bfloat16"]
     assert all(r["data"] == "generated" for r in rows)
     assert set(precision.COLUMNS) <= set(rows[0])
@@ -138,6 +182,22 @@ def test_fused_bn_table(capsys):
         # Every BN layer of the demo models is swapped and runs the fused kernel.
         assert row["BN layers"] == row["fused"] > 50
         assert row["speedup"] > 0 and row["loss diff"] < 1e-4
+    assert_cpu_per_wall(rows, out)
+
+
+@pytest.mark.large
+def test_profile_step_table(capsys):
+    rows = profile_step.main(
+        ["--model", "googlenet", "--image-size", "64", "--width-multiplier", "0.125",
+         "--batch-size", "2", "--steps", "1", "--classes", "10", "--top", "3"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert [row["op type"] for row in rows[-2:]] == [
+        "(all ops, summed over threads)",
+        "(wall time per step)",
+    ]
+    assert len(rows) == 5 and rows[0]["share %"] >= rows[2]["share %"]
+    assert_cpu_per_wall(rows[-1:], out)  # the traced steps: the one timed region
 
 
 def test_fused_bn_refuses_small_inception_v3_input():
@@ -179,11 +239,15 @@ def test_a_bad_value_is_named_after_its_option(capsys):
 
 
 def test_batch_timer_skips_first_batches():
-    timer = precision.BatchTimer(batch_size=4, skip=2)
+    # The first two batches were slow (tracing); the last three took 1 s each.
+    usage = fake_usage(cpu=[0.0, 1.0, 2.0, 4.0, 6.0], wall=[0.0, 10.0, 11.0, 12.0, 13.0])
+    timer = precision.BatchTimer(batch_size=4, skip=2, usage=usage)
     timer.on_epoch_begin(0)
-    timer.times = [0.0, 10.0, 11.0, 12.0, 13.0]  # the first two batches were slow (tracing)
+    for batch in range(5):
+        timer.on_train_batch_end(batch)
     timer.on_epoch_end(0)
-    assert timer.rates == [pytest.approx(2 * 4 / 2.0)]
+    assert timer.rates == [2 * 4 / 2.0]  # from the end of batch 2 to the end of batch 4
+    assert (usage.cpu, usage.wall, usage.ratio) == (4.0, 2.0, 2.0)
 
 
 def test_generated_precision_data_shapes():
@@ -198,7 +262,7 @@ def test_generated_precision_data_shapes():
         assert int(y.numpy().min()) >= 0 and int(y.numpy().max()) < 10
 
 
-BY_PATH = ["models", "pipeline", "precision", "profile_step", "fused_bn", "threads"]
+BY_PATH = ["models", "pipeline", "precision", "profile_step", "fused_bn", "threads", "peers"]
 
 
 @pytest.mark.parametrize("script", BY_PATH)
@@ -247,12 +311,31 @@ def test_script_runs_by_path_from_another_folder(script, tmp_path):
         assert result.stderr == ""
 
 
+def test_torch_worker_loads_without_tensorflow():
+    """The torch process imports its siblings by path, never the `benchmarks` package
+    (which starts TensorFlow): torch and TensorFlow in one process crash."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import torch_worker; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'tensorflow', 'keras', 'benchmarks', 'training', 'keras_inception'}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(ROOT / "benchmarks")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "[]"
+
+
 # --- one name per concept: the scripts' options are training's (issue 30) -----------------
 
+# The modules of benchmarks/ that are not scripts with options.
+LIBRARIES = ("__init__", "common", "cpu_time", "keras_to_torch", "torch_worker")
 SCRIPTS = sorted(
-    path.stem
-    for path in (ROOT / "benchmarks").glob("*.py")
-    if path.stem not in ("__init__", "common")
+    path.stem for path in (ROOT / "benchmarks").glob("*.py") if path.stem not in LIBRARIES
 )
 # The spellings the benchmarks used before, and training's names for them.
 RETIRED = {
@@ -439,6 +522,32 @@ def test_mixed_policy_can_be_named_on_any_machine():
         models.parse_args(["--mixed-precision", "float16"])
     with pytest.raises(SystemExit):  # the torch twin has bfloat16 autocast only
         peers.parse_args(["--mixed-precision", "mixed_float16"])
+
+
+def test_peers_adds_the_torch_process_cpu_time_to_its_row():
+    class Peer:  # the torch process's replies to "train", as it measured them
+        def __init__(self, *replies):
+            self.replies, self.requests = list(replies), []
+
+        def request(self, cmd, **fields):
+            self.requests.append((cmd, fields))
+            return self.replies.pop(0)
+
+    bench = peers.Bench("googlenet_demo", peers.SPECS["googlenet_demo"], 8, None, None, None, 0)
+    peer = Peer(
+        {"seconds": 0.5, "cpu_seconds": 0.5, "loss": 2.3},
+        {"seconds": 1.5, "cpu_seconds": 2.5, "loss": 2.2},
+    )
+    assert peers.torch_rate(peer, bench, "nchw", 4) == 4 * 8 / 0.5
+    assert peers.torch_rate(peer, bench, "channels_last", 3) == 3 * 8 / 1.5
+    assert peer.requests == [
+        ("train", {"id": "googlenet_demo/nchw", "steps": 4}),
+        ("train", {"id": "googlenet_demo/channels_last", "steps": 3}),
+    ]
+    assert (bench.torch_usage.ratio, bench.usage.wall) == (1.5, 0.0)  # 3 CPU s in 2 s
+    with pytest.raises(RuntimeError, match="googlenet_demo/nchw: the torch loss is nan"):
+        peers.torch_rate(Peer({"seconds": 1.0, "cpu_seconds": 1.0, "loss": math.nan}), bench,
+                         "nchw", 1)  # fmt: skip
 
 
 def test_peers_refuses_a_mixed_policy_its_twin_lacks(monkeypatch, capsys):

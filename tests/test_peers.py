@@ -1,16 +1,16 @@
-"""benchmarks/peers.py: the torch twins are our models, and the script runs end to end.
+"""benchmarks/peers.py: the torch twins are our models (`benchmarks.keras_to_torch`), and
+the script runs end to end.
 
-The torch side runs in its own process (`benchmarks/peers.py --torch-worker`): torch and
+The torch side runs in its own process (`benchmarks/torch_worker.py`): torch and
 TensorFlow in one process crash after a torch forward pass. Each test starts TensorFlow
 and a torch process, and the script's run traces two Keras training graphs, so all are
-`large` (`make test-large`).
+`large` (`make test-large`). The driver's helpers that need no torch are tested in
+tests/test_benchmarks.py.
 """
 
 import importlib.util
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,16 +21,16 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_inception  # noqa: E402
-from benchmarks import peers  # noqa: E402
+from benchmarks import common, peers  # noqa: E402
+from benchmarks import keras_to_torch as translator  # noqa: E402
+from benchmarks.torch_worker import LAYOUTS, TorchPeer  # noqa: E402
 
 pytestmark = pytest.mark.large
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def peer():
-    with peers.TorchPeer() as torch_peer:
+    with TorchPeer() as torch_peer:
         yield torch_peer
 
 
@@ -52,11 +52,11 @@ def randomize_batch_norm(model: keras.Model, x: np.ndarray, seed: int) -> None:
 def twin_outputs(peer, model: keras.Model, x: np.ndarray, tmp_path: Path) -> tuple[dict, dict]:
     """The twin's outputs with `model`'s weights on `x` (NHWC), and the `infer` reply."""
     weights, inputs, outputs = (tmp_path / f"{n}.npz" for n in ("weights", "inputs", "outputs"))
-    peers.export_weights(model, weights)
+    translator.export_weights(model, weights)
     np.savez(inputs, x=x)
     reply = peer.request(
         "infer",
-        graph=peers.describe_graph(model),
+        graph=translator.describe_graph(model),
         weights=str(weights),
         inputs=str(inputs),
         outputs=str(outputs),
@@ -128,12 +128,12 @@ def test_twin_reproduces_same_padding_everywhere(peer, tmp_path):
 def test_same_padding_of_the_demo_pools():
     """TensorFlow's "same" 3x3/2 pools at googlenet_demo's sizes, and the torch form of
     those padded one more at the end (`ceil_mode`: as many windows as TensorFlow's)."""
-    assert peers.same_padding(7, 3, 2) == (1, 1)  # 7 -> 4
-    assert peers.same_padding(14, 3, 2) == (0, 1)  # 14 -> 7
-    assert peers.same_padding(28, 3, 2) == (0, 1)  # 28 -> 14
-    assert peers.torch_ceil_output(14, 3, 2, 0) == 7
-    assert peers.torch_ceil_output(28, 3, 2, 0) == 14
-    assert peers.torch_ceil_output(7, 3, 2, 0) == 3  # too few: 7 -> 4 pads in the layer
+    assert translator.same_padding(7, 3, 2) == (1, 1)  # 7 -> 4
+    assert translator.same_padding(14, 3, 2) == (0, 1)  # 14 -> 7
+    assert translator.same_padding(28, 3, 2) == (0, 1)  # 28 -> 14
+    assert translator.torch_ceil_output(14, 3, 2, 0) == 7
+    assert translator.torch_ceil_output(28, 3, 2, 0) == 14
+    assert translator.torch_ceil_output(7, 3, 2, 0) == 3  # too few: 7 -> 4 pads in the layer
 
 
 def test_describe_graph_names_a_layer_it_cannot_translate():
@@ -141,9 +141,9 @@ def test_describe_graph_names_a_layer_it_cannot_translate():
     x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
     model = keras.Model(inputs, keras.layers.Conv2DTranspose(4, 3, name="up")(x))
     with pytest.raises(ValueError, match=r"layer 'up' \(Conv2DTranspose\) has no torch"):
-        peers.describe_graph(model)
+        translator.describe_graph(model)
     with pytest.raises(TypeError, match="functional keras.Model; received Sequential"):
-        peers.describe_graph(keras.Sequential([inputs, keras.layers.Flatten()]))
+        translator.describe_graph(keras.Sequential([inputs, keras.layers.Flatten()]))
 
 
 def test_table_for_both_models(capsys):
@@ -162,6 +162,12 @@ def test_table_for_both_models(capsys):
     assert [row["batch"] for row in rows] == [8, 2]
     assert rows[1]["params"] > rows[0]["params"]
     assert f"| {rows[0]['model']} " in out
+    header = next(line for line in out.splitlines() if line.startswith("| model "))
+    assert f"| {common.CPU_COLUMN} | torch CPU time/wall |" in header
+    cores = len(os.sched_getaffinity(0))
+    for row in rows:  # ours measured here; the twin's by the torch process itself
+        assert 0 < row[common.CPU_COLUMN] <= cores + 0.5
+        assert 0 < row["torch CPU time/wall"] <= cores + 0.5
 
 
 def test_mixed_precision_runs_both_sides_in_bfloat16(capsys):
@@ -169,17 +175,16 @@ def test_mixed_precision_runs_both_sides_in_bfloat16(capsys):
         ["--models", "googlenet_demo", "--demo-batch-size", "8", "--mixed-precision",
          "mixed_bfloat16"]
     )  # fmt: skip
-    with peers.TorchPeer() as peer:
+    with TorchPeer() as peer:
         bench = peers.prepare("googlenet_demo", args, peer)
-        replies = [
-            peer.request("train", id=bench.torch_id(layout), steps=1) for layout in peers.LAYOUTS
-        ]
+        replies = [peer.request("train", id=bench.torch_id(layout), steps=1) for layout in LAYOUTS]
     convs = [layer for layer in bench.model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert {layer.compute_dtype for layer in convs} == {"bfloat16"}
     assert bench.model.output.dtype == "float32"  # the softmax output stays float32
     assert keras.config.dtype_policy().name == "float32"  # restored after the build
     for reply in replies:
         assert reply["output_dtype"] == "bfloat16" and math.isfinite(reply["loss"])
+        assert 0 < reply["cpu_seconds"] <= reply["seconds"] * (os.cpu_count() + 0.5)
     assert peers.precision_label(args.policy) == "mixed_bfloat16 / autocast bfloat16"
 
 
@@ -205,17 +210,3 @@ def test_missing_torch_says_how_to_install(monkeypatch):
     )
     with pytest.raises(SystemExit, match=r"needs torch .*pip install -e '\.\[torch\]'"):
         peers.main(["--models", "googlenet_demo"])
-
-
-def test_script_runs_by_path_from_another_folder(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "peers.py"), "--help"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.startswith("usage: python -m benchmarks.peers [-h]")
