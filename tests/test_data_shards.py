@@ -57,12 +57,17 @@ def _pixels(images: np.ndarray) -> np.ndarray:
 def _identities(ds: tf.data.Dataset) -> tuple[list[int], list[int], int]:
     """(identities, labels, batches) of a pipeline over `_write_fashion` images."""
     ids, labels, batches = [], [], 0
-    for x, y in ds:
+    for x, y, *_ in ds:
         p = _pixels(x.numpy())
         ids += (p[:, 0, 0, 0] + 256 * p[:, 0, 1, 0]).tolist()
         labels += y.numpy().tolist()
         batches += 1
     return ids, labels, batches
+
+
+def _weights(ds: tf.data.Dataset) -> list[float]:
+    """The sample weights of a per-worker pipeline (0.0: padding)."""
+    return [float(w) for _, _, weights in ds for w in weights.numpy()]
 
 
 def _labels(ds: tf.data.Dataset) -> np.ndarray:
@@ -174,7 +179,7 @@ def test_tfds_holdout_is_stratified_and_reads_every_example_once(exact_tfds):
 
 def _identities_rgb(ds: tf.data.Dataset) -> tuple[list[int], list[int]]:
     ids, labels = [], []
-    for x, y in ds:
+    for x, y, *_ in ds:
         p = _pixels(x.numpy())[:, 0, 0]
         assert (p[:, 2] == 7).all()
         ids += (p[:, 0] + 256 * p[:, 1]).tolist()
@@ -229,7 +234,7 @@ def test_workers_split_the_training_set_and_run_the_same_steps(worker_fashion):
     assert _identities(d.worker_dataset("train", _context(0)))[0] == ids0
 
 
-def test_evaluation_shares_pad_with_label_minus_one(worker_fashion):
+def test_evaluation_shares_pad_with_zero_weights(worker_fashion):
     config = DataConfig("fashion_mnist", data_dir=worker_fashion, batch_size=256, val_fraction=0)
     d = load_datasets(config, ten_crop=False)
     (ids0, labels0, steps0), (ids1, labels1, steps1) = [
@@ -238,8 +243,10 @@ def test_evaluation_shares_pad_with_label_minus_one(worker_fashion):
     assert steps0 == steps1 == 1 and len(ids0) == len(ids1) == 33
     assert ids0 == list(range(33)) and ids1[:32] == list(range(33, 65))
     assert labels0 == [i % 10 for i in ids0]
-    assert labels1 == [i % 10 for i in ids1[:32]] + [-1]  # exactly the padded example
-    assert sum(label >= 0 for label in labels0 + labels1) == 65
+    # The padded example is worker 1's first again, at weight 0 (real label kept).
+    assert labels1 == [i % 10 for i in ids1[:32]] + [ids1[0] % 10] and ids1[32] == ids1[0]
+    weights = [_weights(d.worker_dataset("test", _context(i))) for i in range(2)]
+    assert weights == [[1.0] * 33, [1.0] * 32 + [0.0]]
     # An empty validation split gives every worker nothing, in the same 0 steps.
     assert [_identities(d.worker_dataset("validation", _context(i)))[2] for i in range(2)] == [0, 0]
     with pytest.raises(ValueError, match="batch size 255 is not a multiple"):
@@ -263,7 +270,7 @@ def test_a_worker_reads_only_its_share_of_an_image_folder(tmp_path):
     # The files of class b are worker 1's share (positions 5-9); gone, worker 0 never notices.
     for path in (root / "b").iterdir():
         path.unlink()
-    images, labels = zip(*d.worker_dataset("train", _context(0)), strict=True)
+    images, labels, _ = zip(*d.worker_dataset("train", _context(0)), strict=True)
     assert sorted(np.concatenate(labels).tolist()) == [0] * 5
     with pytest.raises(tf.errors.NotFoundError):
         list(d.worker_dataset("train", _context(1)))
@@ -297,7 +304,7 @@ def test_one_worker_multiworker_strategy_iterates_the_distributed_datasets(worke
         counts = {{}}
         for split in ("train", "validation", "test"):
             n = steps = 0
-            for x, y in d.distribute(split, strategy):
+            for x, y, w in d.distribute(split, strategy):
                 n += sum(int(t.shape[0]) for t in strategy.experimental_local_results(y))
                 steps += 1
             counts[split] = [n, steps]

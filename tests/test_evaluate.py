@@ -114,3 +114,26 @@ def test_plot_confusion_refuses_bad_input(confusion, names, message, tmp_path):
     with pytest.raises(ValueError, match=message):
         plot_confusion(confusion, names, str(path))
     assert not path.exists()
+
+
+def test_metrics_follow_keras_on_ties_and_skip_zero_weights():
+    """One implementation (training.metrics) for evaluate and the multi-worker loop, with
+    Keras's tie rules: top-1 takes the lowest tied index; a label tied at 5th place is a
+    top-5 hit."""
+    import tensorflow as tf
+
+    from training.metrics import batch_sums, means
+
+    probs = tf.constant(
+        [
+            [0.5, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0],  # label 1 tied first: top-1 miss
+            [0.1, 0.2, 0.2, 0.2, 0.1, 0.1, 0.1],  # label 6 tied at 5th: top-5 hit
+            [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],  # label 0 last: weight 0, not counted
+        ]
+    )
+    sums = batch_sums(tf.constant([1, 6, 0]), probs, tf.constant([1.0, 1.0, 0.0]), num_classes=7)
+    result = means(sums)
+    assert (result["top1"], result["top5"], result["count"]) == (0.0, 1.0, 2.0)
+    assert result["loss"] == pytest.approx((np.log(2) + np.log(10)) / 2, rel=1e-6)
+    confusion = np.asarray(sums["confusion"])
+    assert confusion[1, 0] == 1 and confusion[6, 1] == 1 and confusion.sum() == 2

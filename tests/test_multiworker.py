@@ -11,9 +11,10 @@ import sys
 import time
 
 import pytest
+import tensorflow as tf
 from helpers import make_fashion_mnist, run_python
 
-from training.strategy import ClusterConfig, parse_tf_config, resolve_strategy_name
+from training.placement import ClusterConfig, read_cluster, resolve_strategy_name
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKDIR_FILES = {
@@ -39,8 +40,22 @@ def _tf_config(workers, task_type="worker", index=0, chief=None):
 # --------------------------------------------------------------------------- TF_CONFIG
 
 
-def test_parse_tf_config_ranks_the_chief_first():
+def parse_tf_config(text):
+    """`read_cluster` of `text` as TF_CONFIG (TensorFlow's resolver reads the environment)."""
+    saved = os.environ.get("TF_CONFIG")
+    os.environ["TF_CONFIG"] = text
+    try:
+        return read_cluster()
+    finally:
+        if saved is None:
+            del os.environ["TF_CONFIG"]
+        else:
+            os.environ["TF_CONFIG"] = saved
+
+
+def test_read_cluster_ranks_the_chief_first():
     assert parse_tf_config("") is None
+    assert parse_tf_config("  ") is None
     config = parse_tf_config(_tf_config(["a:1", "b:2"], index=1))
     assert config == ClusterConfig(workers=("a:1", "b:2"), task_type="worker", task_index=1, rank=1)
     assert not config.is_chief and config.address == "b:2"
@@ -48,6 +63,9 @@ def test_parse_tf_config_ranks_the_chief_first():
     assert with_chief.workers == ("c:3", "a:1", "b:2")
     assert with_chief.is_chief
     assert parse_tf_config(_tf_config(["a:1", "b:2"], index=0, chief=["c:3"])).rank == 1
+    # Read by TensorFlow's own resolver, which the strategy then reuses.
+    assert config.spec.as_dict() == {"worker": ["a:1", "b:2"]}
+    assert isinstance(config.resolver, tf.distribute.cluster_resolver.TFConfigClusterResolver)
 
 
 @pytest.mark.parametrize(

@@ -167,6 +167,22 @@ def test_evaluation_splits_are_padded_with_zero_weight_repeats(uneven_folder):
         """
     )
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out["padding"] == {"validation": 2, "test": 1}
+    assert {k: out["padding"][k] for k in ("validation", "test")} == {"validation": 2, "test": 1}
     assert out["weights"] == {"validation": [[1, 0, 0]], "test": [[1, 1, 1, 1, 0]]}
     assert out["images"] == 4
+
+
+def test_one_padding_function_gives_zero_weight_repeats():
+    import tensorflow as tf
+
+    from training.replicas import pad_with_zero_weights
+
+    ds = tf.data.Dataset.from_tensor_slices(([10, 20], [0, 1]))
+    padded = [(int(x), int(y), float(w)) for x, y, w in pad_with_zero_weights(ds, 2, 3)]
+    assert padded == [(10, 0, 1.0), (20, 1, 1.0), (10, 0, 0.0), (20, 1, 0.0), (10, 0, 0.0)]
+    none = tf.data.Dataset.from_tensor_slices(([5], [2])).take(0)  # a worker with no examples
+    source = tf.data.Dataset.from_tensor_slices(([7], [3]))
+    assert [(int(x), float(w)) for x, _, w in pad_with_zero_weights(none, 0, 2, source=source)] == [
+        (7, 0.0),
+        (7, 0.0),
+    ]

@@ -16,7 +16,6 @@ import pytest
 
 import keras_inception as ki
 from tests.helpers import make_fashion_mnist, run_python
-from training.model_setup import run_learning_rate
 from training.train import TrainConfig
 from training.tuning import (
     InceptionHyperModel,
@@ -110,7 +109,11 @@ def test_learning_rate_and_aux_weight_defaults_are_the_runs():
     hm.declare_hyperparameters(hp)
     defaults = {h.name: h.default for h in hp.space}
     assert defaults["aux_loss_weight"] == 0.3
-    assert defaults["learning_rate"] == pytest.approx(run_learning_rate(hm.config))
+    # The default preset's 2e-3 at batch 128, scaled to batch 32; searched x0.1 to x10.
+    learning_rate = next(h for h in hp.space if h.name == "learning_rate")
+    assert defaults["learning_rate"] == pytest.approx(5e-4)
+    assert (learning_rate.min_value, learning_rate.max_value) == pytest.approx((5e-5, 5e-3))
+    assert learning_rate.sampling == "log"
     hp = kt.HyperParameters()
     hp.Fixed("aux_loss_weight", 0.7)
     model = hm.build(hp)

@@ -39,43 +39,86 @@ def _json(*path) -> dict:
         return json.load(f)
 
 
-def _flag_defaults(command: str) -> dict:
-    parser = _subparser(command)
-    return {a.dest: a.default for a in parser._actions if a.option_strings and a.dest != "help"}
-
-
 # --- flags are the config's fields -----------------------------------------------------
 
 
+# One non-default value per field: a field added without a flag (or with a flag that does
+# not reach the config) fails here.
+TRAIN_VALUES = {
+    "model": "inception_v3", "dataset": "cifar10", "data_dir": "/data", "image_size": 96,
+    "batch_size": 64, "epochs": 3, "train_limit": 100, "val_fraction": 0.2, "stem": "small",
+    "width_multiplier": 0.5, "min_depth": 8, "bottleneck_ratio": 0.5, "specs": "s.json",
+    "aux": False, "aux_loss_weight": 0.5, "dropout": 0.3, "preset": "googlenet_paper",
+    "learning_rate": 0.1, "warmup_epochs": 2.0, "label_smoothing": 0.2,
+    "strategy": "onedevice", "replicas": 2, "mixed_precision": True, "sync_batch_norm": True,
+    "fused_batch_norm": False, "seed": 7, "deterministic": True, "augment": False,
+    "flip": False, "random_erasing": 0.25, "bn_momentum": 0.9, "precise_bn_images": 0,
+    "time_budget_minutes": 5.0,
+}  # fmt: skip
+TUNE_VALUES = {
+    "space": "bottleneck_ratio", "tuner": "bayesian", "max_trials": 3, "max_params": 1000,
+    "max_macs": 2000, "search_learning_rate": True, "search_aux_weight": True,
+}  # fmt: skip
+
+
+def _argv(name, value) -> list[str]:
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        return [flag if value else "--no-" + name.replace("_", "-")]
+    return [flag, str(value)]
+
+
+def _cli_configs(monkeypatch, command, argv):
+    seen = {}
+    monkeypatch.setattr(
+        "training.train.train_and_evaluate",
+        lambda config, workdir, **_: seen.update(config=config, workdir=workdir),
+    )
+    monkeypatch.setattr(
+        "training.tuning.tune",
+        lambda config, tune_config, workdir, **_: seen.update(
+            config=config, tune_config=tune_config, workdir=workdir
+        ),
+    )
+    assert cli_main([command, *argv, "--workdir", "w"]) == 0
+    return seen
+
+
 @pytest.mark.parametrize(
-    ("command", "configs", "left_out"),
-    [
-        ("train", [TrainConfig], set()),
-        ("tune", [TrainConfig, TuneConfig], {"time_budget_minutes", "specs"}),
-    ],
+    ("command", "left_out"), [("train", set()), ("tune", {"time_budget_minutes", "specs"})]
 )
-def test_every_config_field_is_a_flag_with_the_configs_default(command, configs, left_out):
-    flags = _flag_defaults(command)
-    for config in configs:
-        for field in dataclasses.fields(config):
-            if field.name in left_out:
-                assert field.name not in flags
-                continue
-            assert field.name in flags, f"{command} has no flag for {field.name}"
-            assert flags[field.name] == field.default, field.name
-    # And the parsed namespace of no flags builds the default config.
-    args = vars(_subparser(command).parse_args(["--workdir", "w"]))
-    assert TrainConfig(**{f.name: args[f.name] for f in dataclasses.fields(TrainConfig)
-                          if f.name not in left_out}) == TrainConfig()  # fmt: skip
+def test_every_config_field_is_a_flag_that_reaches_the_run(monkeypatch, command, left_out):
+    assert set(TRAIN_VALUES) == {f.name for f in dataclasses.fields(TrainConfig)}
+    assert set(TUNE_VALUES) == {f.name for f in dataclasses.fields(TuneConfig)}
+    # No flag: the default configs.
+    seen = _cli_configs(monkeypatch, command, [])
+    assert seen["config"] == TrainConfig() and seen["workdir"] == "w"
+    if command == "tune":
+        assert seen["tune_config"] == TuneConfig()
+    values = {**TRAIN_VALUES, **(TUNE_VALUES if command == "tune" else {})}
+    for name, value in values.items():
+        if name in left_out:
+            with pytest.raises(SystemExit):  # not a flag of this command
+                _cli_configs(monkeypatch, command, _argv(name, value))
+            continue
+        seen = _cli_configs(monkeypatch, command, _argv(name, value))
+        target = seen["tune_config"] if name in TUNE_VALUES else seen["config"]
+        assert getattr(target, name) == value, name
+        default = (TuneConfig if name in TUNE_VALUES else TrainConfig)()
+        assert getattr(default, name) != value, name  # the flag changed the value
 
 
-def test_help_shows_the_defaults(capsys):
-    with pytest.raises(SystemExit):
-        cli_main(["train", "--help"])
-    text = " ".join(capsys.readouterr().out.split())
-    assert "--epochs EPOCHS epochs to train" in text and "(default: 10)" in text
-    assert "(default: 0.99)" in text and "(default: googlenet)" in text
-    assert "--flip, --no-flip" in text
+def test_help_formatter_shows_defaults_but_not_none():
+    import argparse
+
+    from training.fields import HelpFormatter
+
+    parser = argparse.ArgumentParser(prog="p", formatter_class=HelpFormatter)
+    parser.add_argument("--epochs", type=int, default=10, help="epochs to train")
+    parser.add_argument("--limit", type=int, default=None, help="use only N")
+    lines = [" ".join(line.split()) for line in parser.format_help().splitlines()]
+    assert "--epochs EPOCHS epochs to train (default: 10)" in lines
+    assert "--limit LIMIT use only N" in lines
 
 
 def test_config_errors_name_the_flags_typed(capsys):

@@ -11,26 +11,26 @@ from __future__ import annotations
 import dataclasses
 
 from keras_inception import list_models, registry
+from keras_inception.layers import ConvStyle
 from training.batchnorm import DEFAULT_IMAGES as DEFAULT_PRECISE_BN_IMAGES
+from training.data_config import MIN_IMAGE_SIZE, DataConfig, data_option
 from training.fields import (
     FRACTION,
     INT,
     NONNEGATIVE,
     NONNEGATIVE_INT,
+    NUMBER,
     POSITIVE,
     POSITIVE_INT,
-    PROBABILITY,
     TEXT,
     ConfigError,
     check_fields,
     option,
 )
-from training.presets import PRESETS, check_warmup, get_preset
-from training.strategy import STRATEGIES
+from training.optim import check_warmup
+from training.placement import STRATEGIES
+from training.presets import PRESETS, get_preset
 
-# The smallest image side the data pipeline makes (the models have their own minimum,
-# checked when the run builds its model, before anything is written).
-MIN_IMAGE_SIZE = 8
 _WIDTH_FIELDS = ("width_multiplier", "bottleneck_ratio", "min_depth")
 
 
@@ -75,23 +75,21 @@ class TrainConfig:
     data_dir: str | None = option(
         None, "TFDS data_dir, idx-file folder or image-folder root", rule=TEXT
     )
-    image_size: int | None = option(
-        None,
-        f"model input side, at least {MIN_IMAGE_SIZE} (None: the data's own)",
-        rule=POSITIVE_INT,
+    image_size: int | None = data_option(
+        "image_size", None, f"model input side, at least {MIN_IMAGE_SIZE} (None: the data's own)"
     )
-    batch_size: int = option(128, "global batch size (split across replicas)", rule=POSITIVE_INT)
+    batch_size: int = data_option("batch_size", 128, "global batch size (split across replicas)")
     epochs: int = option(
         10,
         "epochs to train; with --time-budget-minutes, the most to train. A larger value on "
         "a finished run's workdir continues it",
         rule=POSITIVE_INT,
     )
-    train_limit: int | None = option(
-        None, "use only the first N training examples", rule=POSITIVE_INT
+    train_limit: int | None = data_option(
+        "train_limit", None, "use only the first N training examples"
     )
-    val_fraction: float = option(
-        0.1, "held-out fraction of train where the data has no validation split", rule=FRACTION
+    val_fraction: float = data_option(
+        "val_fraction", 0.1, "held-out fraction of train where the data has no validation split"
     )
     stem: str | None = option(
         None,
@@ -160,16 +158,17 @@ class TrainConfig:
         "evaluation; --no-flip for data whose mirror image is something else: digits, "
         "text, many signs",
     )
-    random_erasing: float = option(
+    random_erasing: float = data_option(
+        "random_erasing",
         0.0,
         "probability of erasing a random rectangle (2-40% of the image) of each training "
         "image, Zhong et al. 2017 (0: off)",
-        rule=PROBABILITY,
     )
     bn_momentum: float = option(
         0.99,
-        "momentum of the batch-norm moving averages (0.99: a horizon of about 100 steps)",
-        rule=FRACTION,
+        "momentum of the batch-norm moving averages, in [0, 1) (0.99: a horizon of about "
+        "100 steps)",
+        rule=NUMBER,  # its range: keras_inception.layers.ConvStyle, the one check
     )
     precise_bn_images: int = option(
         DEFAULT_PRECISE_BN_IMAGES,
@@ -187,13 +186,11 @@ class TrainConfig:
 
     def __post_init__(self):
         check_fields(self)
-        if self.image_size is not None and self.image_size < MIN_IMAGE_SIZE:
-            raise ConfigError({"image_size": self.image_size}, f"must be at least {MIN_IMAGE_SIZE}")
-        if self.random_erasing and not self.augment:
-            raise ConfigError(
-                {"random_erasing": self.random_erasing, "augment": self.augment},
-                "is part of the training augmentation",
-            )
+        self.data_config()  # the data values: validated by DataConfig alone
+        try:  # the model's own check of the momentum, before anything is built
+            ConvStyle(bn_momentum=self.bn_momentum)
+        except ValueError as err:
+            raise ConfigError({"bn_momentum": self.bn_momentum}, "must be in [0, 1)") from err
         if self.specs is not None:
             changed = {
                 name: getattr(self, name)
@@ -218,3 +215,23 @@ class TrainConfig:
             raise ConfigError(
                 {"stem": self.stem, "model": self.model}, f"must be one of {list(stems)}"
             )
+
+    def data_config(self) -> DataConfig:
+        """The `DataConfig` of this run's data (`training.runkit.load_data` loads it).
+
+        Raises:
+            training.fields.ConfigError: a data value, or combination, it refuses.
+        """
+        return DataConfig(
+            dataset=self.dataset,
+            data_dir=self.data_dir,
+            image_size=self.image_size,
+            batch_size=self.batch_size,
+            train_limit=self.train_limit,
+            val_fraction=self.val_fraction,
+            seed=self.seed,
+            deterministic=self.deterministic,
+            augment=self.augment,
+            flip=self.flip,
+            random_erasing=self.random_erasing,
+        )

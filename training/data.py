@@ -46,12 +46,17 @@ import tensorflow as tf
 from training import preprocess
 from training.data_config import DataConfig
 from training.model_setup import with_targets
+from training.replicas import (
+    check_batch_size,
+    check_divisible_batch,
+    pad_with_zero_weights,
+    padding_for_replicas,
+)
 from training.sources import folder, idx, shard
 from training.sources import tfds as tfds_source
 from training.sources.base import SkipReport, Source
 from training.sources.folder import IMAGE_EXTENSIONS, check_image
 from training.sources.idx import FASHION_MNIST_CLASS_NAMES, FASHION_MNIST_DIRS, read_idx
-from training.strategy import check_batch_size, padding_for_replicas
 
 __all__ = [
     "FASHION_MNIST_CLASS_NAMES",
@@ -96,12 +101,12 @@ class Datasets:
     Under MultiWorkerMirroredStrategy, train with the per-worker pipelines of
     `distribute` (or `worker_dataset`): each worker reads and decodes only its share.
     Every worker's share of a split has the same size, so every worker runs the same
-    number of steps (the collectives hang otherwise): ``ceil(n / workers)`` examples, a
-    training share topped up by repeating its own first examples (counted in
-    ``train_repeats``; a few more when a worker has several replicas, so that none of them
-    gets an empty share of the last step), a validation or test share by examples whose
-    label is **-1**, which every sum of the evaluation must mask out (``labels >= 0``).
-    The plain ``train``/``validation``/``test`` then hold every example once.
+    number of steps (the collectives hang otherwise): ``ceil(n / workers)`` examples (a few
+    more for training when a worker has several replicas, so that none of them gets an
+    empty share of the last step), topped up with its own first examples again at sample
+    weight 0 (`training.replicas.pad_with_zero_weights`, the project's one padding
+    convention); its elements are always ``(image, label, weight)``. The plain
+    ``train``/``validation``/``test`` then hold every example once.
 
     Attributes:
         train: tf.data.Dataset. Shuffled, augmented, batched, prefetched, not repeated.
@@ -114,19 +119,20 @@ class Datasets:
         num_validation: int. Validation examples.
         num_test: int. Test examples.
         skipped: SkipReport. Unreadable images and, apart, non-image files left out.
-        train_repeats: int. Training examples repeated in every epoch: with
-            MirroredStrategy over several replicas, the first examples of ``train`` again,
-            so that its last batch gives every replica at least one
-            (`training.strategy.padding_for_replicas`); with MultiWorkerMirroredStrategy,
-            the repeats of every worker's share in `distribute`, summed. 0 on one device.
-        eval_padding: dict. ``{"validation": k, "test": k}``: with MirroredStrategy over
-            several replicas, a split whose last batch would leave a replica without an
-            example ends with its first ``k`` examples again, and that split's elements
-            are ``(image, label, weight)`` with weight 0.0 on the repeats (1.0 elsewhere),
-            which Keras's `fit`/`evaluate` and `training.evaluate.evaluate_model` honour.
-            An empty share is not only wasted: with oneDNN (TensorFlow's CPU kernels) a
-            convolution over an empty batch fails ("input depth must be evenly
-            divisible by filter depth"). 0 elsewhere (plain ``(image, label)``).
+        train_repeats: int. Padding examples of the training split in every epoch (weight
+            0, counted in no loss or metric): with MirroredStrategy over several replicas,
+            ``eval_padding["train"]``; with MultiWorkerMirroredStrategy, the padding of
+            every worker's share in `distribute`, summed. 0 on one device.
+        eval_padding: dict. ``{"train": k, "validation": k, "test": k}``: with
+            MirroredStrategy over several replicas, a split whose last batch would leave a
+            replica without an example ends with its first ``k`` examples again, and that
+            split's elements are ``(image, label, weight)`` with weight 0.0 on the padding
+            (1.0 elsewhere, `training.replicas.pad_with_zero_weights`), which Keras's
+            `fit`/`evaluate` and `training.evaluate.evaluate_model` honour. An empty share
+            is not only wasted: a training step on one makes batch norm NaN, and with
+            oneDNN (TensorFlow's CPU kernels) a convolution over an empty batch fails
+            ("input depth must be evenly divisible by filter depth"). 0 elsewhere (plain
+            ``(image, label)``).
     """
 
     train: tf.data.Dataset
@@ -140,7 +146,9 @@ class Datasets:
     num_test: int
     skipped: SkipReport
     train_repeats: int = 0
-    eval_padding: dict = dataclasses.field(default_factory=lambda: {"validation": 0, "test": 0})
+    eval_padding: dict = dataclasses.field(
+        default_factory=lambda: {"train": 0, "validation": 0, "test": 0}
+    )
     # Set by `load_datasets`; hand-made Datasets have none and cannot shard.
     _pipeline: _Pipeline | None = dataclasses.field(default=None, repr=False, compare=False)
 
@@ -164,7 +172,7 @@ class Datasets:
         pipeline = self._require_pipeline()
         positions, pad = self.worker_share(split, context)
         train = split == "train"
-        records = shard.worker_records(getattr(pipeline.source, split), positions, pad, train=train)
+        records = shard.worker_records(getattr(pipeline.source, split), positions, pad)
         config, worker = pipeline.config, context.input_pipeline_id
         seed = config.seed + worker if config.deterministic else None
         return _build(
@@ -205,7 +213,7 @@ class Datasets:
         """
         self._require_pipeline()
         _check_split(split)
-        shard.check_divisible_batch(self._pipeline.config.batch_size, strategy.num_replicas_in_sync)
+        check_divisible_batch(self._pipeline.config.batch_size, strategy.num_replicas_in_sync)
         return strategy.distribute_datasets_from_function(
             lambda context: self.worker_dataset(split, context)
         )
@@ -260,12 +268,10 @@ def _build(
     augment_seed: int | None,
     ordered: bool,
     shard_policy: tf.data.experimental.AutoShardPolicy | None,
-    pad: int = 0,
 ) -> tf.data.Dataset:
-    """Batches of ``n`` records ``ds``: read, cache, shuffle, decode and augment (train)
-    or decode and crop (evaluation), targets, prefetch. `pad` > 0 (evaluation only):
-    ``pad`` of the first examples again at the end, and a third element, the sample
-    weight, 1.0 for the ``n`` examples and 0.0 for the repeats."""
+    """Batches of ``n`` records ``ds`` (``(x, y)`` or, padded, ``(x, y, weight)``): read,
+    cache, shuffle, decode and augment (train) or decode and crop (evaluation), targets,
+    prefetch. A weight travels with its example."""
     source, config, cache = pipeline.source, pipeline.config, pipeline.cache
     size, channels = pipeline.size, pipeline.channels
     small = source.small
@@ -276,7 +282,7 @@ def _build(
         ds = ds.shuffle(n, seed=shuffle_seed, reshuffle_each_iteration=True)
         shuffle = False
     if source.kind == "path":
-        ds = ds.map(lambda p, y: (tf.io.read_file(p), y), num_parallel_calls=AUTOTUNE)
+        ds = ds.map(lambda p, *rest: (tf.io.read_file(p), *rest), num_parallel_calls=AUTOTUNE)
     if cache:
         ds = ds.cache()
     if shuffle:
@@ -297,17 +303,12 @@ def _build(
             2, drop_remainder=True
         )
         ds = tf.data.Dataset.zip(ds, seeds)
-        ds = ds.map(lambda xy, s: (fn(xy[0], s), xy[1]), num_parallel_calls=AUTOTUNE)
+        ds = ds.map(lambda xy, s: (fn(xy[0], s), *xy[1:]), num_parallel_calls=AUTOTUNE)
     else:
         eval_fn = preprocess.eval_fn(
             small=small, encoded=encoded, size=size, channels=channels, ten_crop=ten_crop
         )
-        ds = ds.map(lambda x, y: (eval_fn(x), y), num_parallel_calls=AUTOTUNE)
-    if pad:
-        # The first examples again, weighted 0: see `Datasets.eval_padding`.
-        weights = tf.data.Dataset.range(n + pad).map(lambda i: tf.cast(i < n, tf.float32))
-        ds = tf.data.Dataset.zip(ds.concatenate(ds.repeat().take(pad)), weights)
-        ds = ds.map(lambda xy, w: (*xy, w))
+        ds = ds.map(lambda x, *rest: (eval_fn(x), *rest), num_parallel_calls=AUTOTUNE)
     ds = ds.batch(batch_size)
     ds = with_targets(ds, pipeline.output_names)
     ds = ds.prefetch(AUTOTUNE)
@@ -360,12 +361,12 @@ def load_datasets(
             with auxiliary heads; see ``output_names_of``); else an int32 label.
         strategy: tf.distribute.Strategy or None. When given, every dataset shards by DATA
             (the batch size is already global); with more than one replica, a batch size
-            that leaves a replica empty is refused, and the training split repeats its
-            first `Datasets.train_repeats` examples so that no replica gets an empty share
-            of its last batch. Under MultiWorkerMirroredStrategy the batch size must be a
-            multiple of the replicas, the plain pipelines are not padded (every worker
-            orders them alike, for DATA sharding), and ``train_repeats`` counts the padding
-            of `Datasets.distribute`, the pipelines to train with. Defaults to None.
+            that leaves a replica empty is refused, and a split whose last batch would
+            leave a replica without an example is padded at weight 0
+            (`Datasets.eval_padding`). Under MultiWorkerMirroredStrategy the batch size
+            must be a multiple of the replicas, the plain pipelines are not padded (every
+            worker orders them alike, for DATA sharding), and ``train_repeats`` counts the
+            padding of `Datasets.distribute`, the pipelines to train with. Defaults to None.
         ten_crop: bool. Test images become ``[batch, 10, H, W, C]`` (4 corners + centre and
             their mirror images). Defaults to False.
 
@@ -380,7 +381,7 @@ def load_datasets(
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     if multi_worker:
-        shard.check_divisible_batch(config.batch_size, replicas)
+        check_divisible_batch(config.batch_size, replicas)
     elif replicas > 1:
         check_batch_size(config.batch_size, replicas)
     source = _load_source(config)
@@ -398,21 +399,20 @@ def load_datasets(
         output_names=output_names,
         ten_crop=ten_crop,
     )
-    train_ds, n_train, repeats = source.train.read(), source.train.n, 0
+    padding = {"train": 0, "validation": 0, "test": 0}
+    repeats = 0
     if multi_worker:
         workers = _num_workers(strategy)
         contexts = [tf.distribute.InputContext(workers, i, replicas) for i in range(workers)]
         repeats = sum(
-            shard.shard_plan(n_train, config.batch_size, c, train=True)[1] for c in contexts
+            shard.shard_plan(source.train.n, config.batch_size, c, train=True)[1] for c in contexts
         )
     elif replicas > 1:
-        repeats = padding_for_replicas(source.train.n, config.batch_size, replicas)
-        if repeats:
-            # The first examples again: a training step on an empty share makes BN NaN.
-            train_ds, n_train = (
-                train_ds.concatenate(train_ds.repeat().take(repeats)),
-                n_train + repeats,
-            )
+        # Padding at weight 0: a step on an empty share makes BN NaN (`training.replicas`).
+        for name in SPLITS:
+            n = getattr(source, name).n
+            padding[name] = padding_for_replicas(n, config.batch_size, replicas)
+        repeats = padding["train"]
     # Under MultiWorkerMirroredStrategy every worker runs the plain pipelines whole and
     # keeps its share of each batch (DATA sharding): their shuffles and element order must
     # agree, or the shares overlap.
@@ -422,25 +422,22 @@ def load_datasets(
         augment_seed=config.seed if config.deterministic else None,
         shard_policy=policy,
     )
+
+    def records(name: str) -> tuple[tf.data.Dataset, int]:
+        split, pad = getattr(source, name), padding[name]
+        if not pad:
+            return split.read(), split.n
+        return pad_with_zero_weights(split.read(), split.n, pad), split.n + pad
+
     shared_seed = config.seed if config.deterministic or multi_worker else None
     train_ordered = config.deterministic or multi_worker
     train = _build(
-        train_ds, n_train, pipeline, train=True, ten_crop=False, shuffle_seed=shared_seed,
+        *records("train"), pipeline, train=True, ten_crop=False, shuffle_seed=shared_seed,
         ordered=train_ordered, **common,
     )  # fmt: skip
     evaluation = dict(train=False, shuffle_seed=None, ordered=True, **common)
-    eval_padding = {"validation": 0, "test": 0}
-    if replicas > 1 and not multi_worker:
-        for name, split in (("validation", source.validation), ("test", source.test)):
-            eval_padding[name] = padding_for_replicas(split.n, config.batch_size, replicas)
-    validation = _build(
-        source.validation.read(), source.validation.n, pipeline, ten_crop=False,
-        pad=eval_padding["validation"], **evaluation,
-    )  # fmt: skip
-    test = _build(
-        source.test.read(), source.test.n, pipeline, ten_crop=ten_crop,
-        pad=eval_padding["test"], **evaluation,
-    )  # fmt: skip
+    validation = _build(*records("validation"), pipeline, ten_crop=False, **evaluation)
+    test = _build(*records("test"), pipeline, ten_crop=ten_crop, **evaluation)
     return Datasets(
         train=train,
         validation=validation,
@@ -453,6 +450,6 @@ def load_datasets(
         num_test=source.test.n,
         skipped=source.skipped,
         train_repeats=repeats,
-        eval_padding=eval_padding,
+        eval_padding=padding,
         _pipeline=pipeline,
     )

@@ -1,8 +1,30 @@
-"""`DataConfig`: what `training.data.load_datasets` loads and how it feeds it."""
+"""`DataConfig`: what `training.data.load_datasets` loads and how it feeds it.
+
+The data values (image size, batch size, limits, fractions, probabilities) are validated
+here and only here: each field carries its rule (`training.fields.option`), and
+`TrainConfig` declares its data fields with the same rules (`data_option`) and checks its
+combinations by building its `DataConfig`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
+
+from training.fields import (
+    FRACTION,
+    INT,
+    POSITIVE_INT,
+    PROBABILITY,
+    TEXT,
+    ConfigError,
+    check_fields,
+    option,
+)
+
+# The smallest image side the data pipeline makes (the models have their own minimum,
+# checked when the run builds its model, before anything is written).
+MIN_IMAGE_SIZE = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -14,8 +36,9 @@ class DataConfig:
             ``"fashion_mnist"`` or ``"imagefolder"``.
         data_dir: str or None. TFDS ``data_dir``, the folder with the four Fashion-MNIST idx
             files, or the image-folder root. Defaults to None.
-        image_size: int or None. Model input side. None: the native size (28 for
-            Fashion-MNIST, 32 for CIFAR, 224 for image folders and large TFDS sets).
+        image_size: int or None. Model input side, at least `MIN_IMAGE_SIZE`. None: the
+            native size (28 for Fashion-MNIST, 32 for CIFAR, 224 for image folders and
+            large TFDS sets).
         channels: int or None. 1 or 3; None keeps the native channels.
         batch_size: int. Global batch size. Defaults to 128.
         train_limit: int or None. Use only the first N training examples.
@@ -33,42 +56,60 @@ class DataConfig:
             training image; needs `augment`. Defaults to 0 (off).
         cache: bool or None. Cache decoded (or, for large images, encoded) examples before
             augmentation; None caches when they fit comfortably in memory.
+
+    Raises:
+        training.fields.ConfigError: a value breaks its rule, or two do not go together (a
+            ValueError naming the fields and values).
+
+    Example:
+    >>> DataConfig("cifar10", train_limit=0)
+    Traceback (most recent call last):
+    ...
+    training.fields.ConfigError: train_limit must be a positive integer; received 0
     """
 
-    dataset: str
-    data_dir: str | None = None
-    image_size: int | None = None
-    channels: int | None = None
-    batch_size: int = 128
-    train_limit: int | None = None
-    val_fraction: float = 0.1
-    seed: int = 0
-    deterministic: bool = False
-    augment: bool = True
-    flip: bool = True
-    pca_lighting: bool = False
-    random_erasing: float = 0.0
-    cache: bool | None = None
+    dataset: str = dataclasses.field(metadata={"help": "dataset name", "rule": TEXT})
+    data_dir: str | None = option(None, "data folder", rule=TEXT)
+    image_size: int | None = option(
+        None, f"model input side, at least {MIN_IMAGE_SIZE}", rule=POSITIVE_INT
+    )
+    channels: int | None = option(None, "1 or 3 channels", rule=INT)
+    batch_size: int = option(128, "global batch size", rule=POSITIVE_INT)
+    train_limit: int | None = option(
+        None, "use only the first N training examples", rule=POSITIVE_INT
+    )
+    val_fraction: float = option(0.1, "held-out fraction of train", rule=FRACTION)
+    seed: int = option(0, "seed", rule=INT)
+    deterministic: bool = option(False, "deterministic data order")
+    augment: bool = option(True, "training augmentation")
+    flip: bool = option(True, "random horizontal flips")
+    pca_lighting: bool = option(False, "PCA lighting noise")
+    random_erasing: float = option(0.0, "random erasing probability", rule=PROBABILITY)
+    cache: bool | None = option(None, "cache decoded examples")
 
     def __post_init__(self):
-        if not self.dataset:
-            raise ValueError(f"dataset must be a non-empty name; received {self.dataset!r}")
-        if self.image_size is not None and self.image_size < 8:
-            raise ValueError(f"image_size must be >= 8 or None; received {self.image_size}")
+        check_fields(self)
+        if self.image_size is not None and self.image_size < MIN_IMAGE_SIZE:
+            raise ConfigError({"image_size": self.image_size}, f"must be at least {MIN_IMAGE_SIZE}")
         if self.channels not in (None, 1, 3):
-            raise ValueError(f"channels must be 1, 3 or None; received {self.channels}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1; received {self.batch_size}")
-        if self.train_limit is not None and self.train_limit < 1:
-            raise ValueError(f"train_limit must be >= 1 or None; received {self.train_limit}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1); received {self.val_fraction}")
-        if not 0.0 <= self.random_erasing <= 1.0:
-            raise ValueError(
-                f"random_erasing must be a probability in [0, 1]; received {self.random_erasing}"
-            )
+            raise ConfigError({"channels": self.channels}, "must be 1, 3 or None")
+        if self.cache not in (None, True, False):
+            raise ConfigError({"cache": self.cache}, "must be True, False or None")
         if self.random_erasing and not self.augment:
-            raise ValueError(
-                "random_erasing is part of the training augmentation; received "
-                f"random_erasing={self.random_erasing} with augment=False"
+            raise ConfigError(
+                {"random_erasing": self.random_erasing, "augment": self.augment},
+                "is part of the training augmentation",
             )
+
+
+def data_option(name: str, default: Any, help: str) -> Any:
+    """A field of another config (`TrainConfig`) that holds `DataConfig`'s field `name`:
+    its rule is `DataConfig`'s, so the value is validated by one rule.
+
+    Args:
+        name: str. The `DataConfig` field.
+        default: the other config's default.
+        help: str. The other config's help text (its flag's).
+    """
+    rule = DataConfig.__dataclass_fields__[name].metadata["rule"]
+    return option(default, help, rule=rule)

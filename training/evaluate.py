@@ -15,6 +15,7 @@ import numpy as np
 import keras_inception as ki
 from training import data as data_lib
 from training.config import TrainConfig
+from training.metrics import batch_sums, means
 from training.plots import plot_confusion
 from training.workdir import read_run_config
 
@@ -31,12 +32,6 @@ def load_inference_model(path: str) -> keras.Model:
         raise ValueError(f"expected a .keras model file or a workdir; received {path!r}")
     # Files hold plain BatchNormalization; ki.load_model puts the fused kernel back.
     return ki.strip_aux_heads(ki.load_model(path, compile=False, safe_mode=True))
-
-
-def _top_k_hits(probabilities: np.ndarray, labels: np.ndarray, k: int) -> int:
-    k = min(k, probabilities.shape[-1])
-    top = np.argsort(-probabilities, axis=-1)[:, :k]
-    return int(np.sum(np.any(top == labels[:, None], axis=-1)))
 
 
 def per_class_accuracy(confusion: np.ndarray) -> list[float | None]:
@@ -57,7 +52,8 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Top-1, top-5, cross-entropy and the confusion matrix of `model` over
     `(images, labels)` batches (or `(images, labels, weights)`, where the examples of
-    weight 0 are left out).
+    weight 0 are left out), computed by `training.metrics` (Keras's semantics: a top-1
+    tie goes to the lower class index; a label tied at the fifth place is a top-5 hit).
 
     With `ten_crop`, images are `[batch, 10, H, W, C]` and the ten softmax outputs of each
     image are averaged (GoogLeNet, section 7). With `flip`, each image's softmax output
@@ -75,55 +71,51 @@ def evaluate_model(
     """
     if ten_crop and flip:
         raise ValueError("ten_crop already holds mirror images; received flip=True as well")
-    hits1 = hits5 = count = 0
-    nll = 0.0
-    confusion = None
+    totals: dict[str, np.ndarray] = {}
     start = time.perf_counter()
     for images, labels, *weights in dataset:
         images = np.asarray(images)
-        labels = np.asarray(labels).reshape(-1).astype("int64")
         if ten_crop:
             batch, crops = images.shape[:2]
             flat = images.reshape((batch * crops, *images.shape[2:]))
-            probs = np.asarray(model.predict_on_batch(flat), dtype="float64")
+            probs = np.asarray(model.predict_on_batch(flat), dtype="float32")
             probs = probs.reshape(batch, crops, -1).mean(axis=1)
         else:
-            probs = np.asarray(model.predict_on_batch(images), dtype="float64")
+            probs = np.asarray(model.predict_on_batch(images), dtype="float32")
             if flip:  # images are [batch, H, W, C]: mirror the W axis
-                mirrored = np.asarray(model.predict_on_batch(images[:, :, ::-1]), "float64")
+                mirrored = np.asarray(model.predict_on_batch(images[:, :, ::-1]), "float32")
                 probs = (probs + mirrored) / 2
-        if weights:  # repeats that pad the split for the replicas (`Datasets.eval_padding`)
-            keep = np.asarray(weights[0]).reshape(-1) > 0
-            probs, labels = probs[keep], labels[keep]
         num_classes = probs.shape[-1]
-        if confusion is None:
-            confusion = np.zeros((num_classes, num_classes), dtype="int64")
-        bad = labels[(labels < 0) | (labels >= num_classes)]
-        if bad.size:
-            raise ValueError(
-                f"labels must be in [0, {num_classes}) for a model of {num_classes} "
-                f"outputs; received {sorted(set(bad.tolist()))}"
-            )
-        predicted = probs.argmax(axis=-1)
-        confusion += np.bincount(
-            labels * num_classes + predicted, minlength=num_classes * num_classes
-        ).reshape(num_classes, num_classes)
-        hits1 += _top_k_hits(probs, labels, 1)
-        hits5 += _top_k_hits(probs, labels, 5)
-        nll -= float(np.sum(np.log(np.maximum(probs[np.arange(len(labels)), labels], 1e-12))))
-        count += len(labels)
-    if count == 0:
+        _check_labels(np.asarray(labels).reshape(-1), weights, num_classes)
+        # Weight 0: padding for the replicas (`training.replicas.pad_with_zero_weights`).
+        sums = batch_sums(labels, probs, weights[0] if weights else None, num_classes=num_classes)
+        for key, value in sums.items():
+            totals[key] = totals.get(key, 0.0) + np.asarray(value, np.float64)
+    if not totals:
         raise ValueError("the evaluation dataset is empty")
     seconds = time.perf_counter() - start
+    result = means(totals)
+    confusion = np.rint(totals["confusion"]).astype("int64")
+    count = int(round(result.pop("count")))
     return {
-        "top1": hits1 / count,
-        "top5": hits5 / count,
-        "loss": nll / count,
+        **result,
         "images": count,
         "images_per_sec": count / seconds,
         "per_class": per_class_accuracy(confusion),
         "confusion": confusion.tolist(),
     }
+
+
+def _check_labels(labels: np.ndarray, weights: list, num_classes: int) -> None:
+    """Raises ValueError for a label (of an example that counts) outside the classes."""
+    if weights:
+        labels = labels[np.asarray(weights[0]).reshape(-1) > 0]
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if bad.size:
+        raise ValueError(
+            f"labels must be in [0, {num_classes}) for a model of {num_classes} "
+            f"outputs; received {sorted(set(bad.tolist()))}"
+        )
 
 
 def format_per_class(

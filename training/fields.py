@@ -73,6 +73,7 @@ class Rule:
 POSITIVE_INT = Rule(int, "a positive integer", lambda v: v >= 1)
 NONNEGATIVE_INT = Rule(int, "an integer >= 0", lambda v: v >= 0)
 INT = Rule(int, "an integer", lambda v: True)
+NUMBER = Rule(float, "a number", lambda v: True)
 POSITIVE = Rule(float, "a positive number", lambda v: v > 0)
 NONNEGATIVE = Rule(float, "a number >= 0", lambda v: v >= 0)
 PROBABILITY = Rule(float, "a probability in [0, 1]", lambda v: 0 <= v <= 1)

@@ -16,9 +16,11 @@ import tensorflow as tf
 
 import keras_inception as ki
 from training.config import TrainConfig
+from training.keras_patches import tolerate_uneven_batches
 from training.losses import SparseCrossentropyWithSmoothing
-from training.presets import get_preset, make_optimizer, scaled_learning_rate
-from training.strategy import logical_cpu_replicas, tolerate_uneven_batches
+from training.optim import make_optimizer, scaled_learning_rate
+from training.presets import get_preset
+from training.replicas import logical_cpu_replicas
 
 
 def output_names_of(model) -> list[str] | None:
@@ -41,8 +43,9 @@ def with_targets(ds: tf.data.Dataset, output_names: Sequence[str] | None) -> tf.
 
 
 def monitor_name(model: keras.Model) -> str:
-    """The validation top-1 that `fit` logs for this model: what checkpoints and the tuner
-    maximize."""
+    """The validation top-1 that `fit` logs for this model, what checkpoints and the tuner
+    maximize: `val_main_accuracy` for a model with auxiliary heads (dict outputs), else
+    `val_accuracy`. (`training.tuning.objective_name` is this function.)"""
     return "val_main_accuracy" if output_names_of(model) else "val_accuracy"
 
 

@@ -23,6 +23,7 @@ bucket); a worker that sees another epoch than the chief stops with a message sa
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import shutil
 import tempfile
@@ -35,15 +36,17 @@ import tensorflow as tf
 from training.batchnorm import PreciseBatchNormCallback
 from training.config import TrainConfig
 from training.losses import SparseCrossentropyWithSmoothing
+from training.metrics import batch_sums
 from training.model_setup import build_model, compile_model, make_losses, make_run_optimizer
+from training.placement import ClusterError, Placement
 from training.runkit import (
-    check_finite,
+    TrainingDiverged,
+    divergence_message,
     load_data,
     precise_batch_norm,
     precise_bn_metrics,
     start_run,
 )
-from training.strategy import ClusterError, Placement
 from training.workdir import (
     EpochTimer,
     finished_message,
@@ -124,29 +127,24 @@ class _StepFunctions:
         outputs = self.model(images, training=training)
         return outputs if self.multi_output else {"main": outputs}
 
-    def _sums(self, labels, outputs):
-        """Per-batch sums: weighted loss, each output's loss, top-1/top-5 hits, NLL, count.
+    def _sums(self, labels, weights, outputs):
+        """Per-batch sums: weighted loss, each output's loss, and `training.metrics`'s
+        top-1/top-5 hits, cross-entropy and count.
 
-        Examples labelled below 0 pad a worker's evaluation share so that every worker runs
-        the same number of steps (`training.data`); they count in no sum.
+        Examples of weight 0 pad a worker's share so that every worker runs the same
+        number of steps (`training.replicas.pad_with_zero_weights`); they count in no sum.
         """
         labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
-        real = labels >= 0
-        mask = tf.cast(real, tf.float32)
-        labels = tf.where(real, labels, 0)
-        per_output = {k: self.loss_fn(labels, outputs[k]) * mask for k in self.weights}
+        weights = tf.cast(tf.reshape(weights, [-1]), tf.float32)
+        per_output = {k: self.loss_fn(labels, outputs[k]) * weights for k in self.weights}
         per_example = tf.add_n([self.weights[k] * per_output[k] for k in self.weights])
-        probs = tf.cast(outputs["main"], tf.float32)
-        k = min(5, probs.shape[-1])
-        hits = tf.cast(tf.equal(tf.argmax(probs, -1, output_type=tf.int32), labels), tf.float32)
-        in_top_k = tf.cast(tf.math.in_top_k(labels, probs, k), tf.float32)
-        likelihood = tf.maximum(tf.gather(probs, labels, batch_dims=1), 1e-12)
+        metrics = batch_sums(labels, outputs["main"], weights)
         sums = {
             "loss": tf.reduce_sum(per_example),
-            "main_accuracy": tf.reduce_sum(hits * mask),
-            "main_top5": tf.reduce_sum(in_top_k * mask),
-            "nll": -tf.reduce_sum(tf.math.log(likelihood) * mask),
-            "count": tf.reduce_sum(mask),
+            "main_accuracy": metrics["top1"],
+            "main_top5": metrics["top5"],
+            "nll": metrics["loss"],
+            "count": metrics["count"],
         }
         if self.multi_output:
             sums.update({f"{k}_loss": tf.reduce_sum(v) for k, v in per_output.items()})
@@ -168,10 +166,10 @@ class _StepFunctions:
             self.strategy.run(average)
 
     def _train(self, batch):
-        def step(images, labels):
+        def step(images, labels, weights):
             with tf.GradientTape() as tape:
                 outputs = self._outputs(images, training=True)
-                sums, per_example = self._sums(labels, outputs)
+                sums, per_example = self._sums(labels, weights, outputs)
                 loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch)
                 if self.model.losses:
                     loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
@@ -192,17 +190,24 @@ class _StepFunctions:
         return {k: total[i] for i, k in enumerate(keys)}
 
     def _evaluate(self, batch):
-        def step(images, labels):
-            return self._sums(labels, self._outputs(images, training=False))[0]
+        def step(images, labels, weights):
+            return self._sums(labels, weights, self._outputs(images, training=False))[0]
 
         return self._reduce(self.strategy.run(step, args=batch))
 
-    def run_epoch(self, dataset, step) -> dict[str, float]:
-        """Means over the examples of one pass over a distributed dataset."""
+    def run_epoch(self, dataset, step, *, epoch: int | None = None) -> dict[str, float]:
+        """Means over the examples of one pass over a distributed dataset.
+
+        With `epoch` (a training epoch, from 1), a step whose loss is NaN or infinite
+        raises TrainingDiverged naming the epoch and the step.
+        """
         totals: dict[str, float] = {}
-        for batch in dataset:
-            for key, value in step(batch).items():
-                totals[key] = totals.get(key, 0.0) + float(value)
+        for index, batch in enumerate(dataset):
+            sums = {key: float(value) for key, value in step(batch).items()}
+            if epoch is not None and not math.isfinite(sums["loss"]):
+                raise TrainingDiverged(divergence_message(sums["loss"], epoch, index + 1))
+            for key, value in sums.items():
+                totals[key] = totals.get(key, 0.0) + value
         count = totals.pop("count", 0.0)
         if not count:
             raise ValueError("the dataset is empty: no examples reached this worker's cluster")
@@ -335,7 +340,7 @@ def _train(
         print(message)
 
     # Each worker reads, decodes and augments only its share of each split, padded so that
-    # every worker runs the same steps (evaluation padding is labelled -1: `_sums`).
+    # every worker runs the same steps (padding has weight 0: `_sums`).
     train_ds, val_ds, test_ds = (
         datasets.distribute(split, strategy) for split in ("train", "validation", "test")
     )
@@ -352,9 +357,8 @@ def _train(
     callbacks.on_train_begin()
     for index in range(resumed_at, config.epochs):
         callbacks.on_epoch_begin(index)
-        train_logs = steps.run_epoch(train_ds, steps.train)
+        train_logs = steps.run_epoch(train_ds, steps.train, epoch=index + 1)
         train_logs.pop("nll")
-        check_finite([train_logs["loss"]], first_epoch=index + 1)
         callbacks.on_test_begin()  # the epoch timer stops its training part here
         _estimate_statistics(steps, precise)
         val_logs = steps.run_epoch(val_ds, steps.evaluate)

@@ -10,6 +10,7 @@ import matplotlib
 import numpy as np
 
 matplotlib.use("Agg")
+import matplotlib.figure  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 
 # Beyond these many classes the cells get too small for their counts, then the axes for
@@ -18,8 +19,9 @@ MAX_ANNOTATED_CLASSES = 30
 MAX_LABELLED_CLASSES = 60
 
 
-def plot_curves(history_csv: str, path: str) -> None:
-    """Plots every `<metric>` column of a CSVLogger file against its `val_<metric>`."""
+def plot_curves(history_csv: str, path: str) -> matplotlib.figure.Figure:
+    """Plots every `<metric>` column of a CSVLogger file against its `val_<metric>`;
+    returns the (closed) figure, whose lines hold the plotted values."""
     with open(history_csv, encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     if not rows:
@@ -48,6 +50,7 @@ def plot_curves(history_csv: str, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return fig
 
 
 def plot_confusion(
@@ -56,7 +59,7 @@ def plot_confusion(
     path: str,
     *,
     title: str | None = None,
-) -> None:
+) -> matplotlib.figure.Figure:
     """Plots a confusion matrix as a PNG: rows are true classes, columns predicted ones.
 
     Each cell's colour is its share of its row (the true class's images), so classes of
@@ -129,3 +132,4 @@ def plot_confusion(
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return fig

@@ -8,7 +8,7 @@ tuner's trials (`training.tuning`) are thin loops over the same pieces:
 - `load_data`: the pipelines the config names;
 - `training.model_setup`: model, losses, loss weights, optimizer, compile;
 - `precise_batch_norm`: exact batch-norm statistics before every validation;
-- `check_finite`: the divergence error;
+- `DivergenceGuard`, `check_finite`: the divergence error, naming the epoch and step;
 - `training.workdir`: one configuration check, resume messages, the epoch timer, the
   saved models and metrics.json.
 """
@@ -25,7 +25,7 @@ from training import data as data_lib
 from training import machine
 from training.batchnorm import PreciseBatchNorm, PreciseBatchNormCallback, num_batches_for
 from training.config import TrainConfig
-from training.strategy import mixed_precision_policy
+from training.placement import mixed_precision_policy
 
 
 class TrainingDiverged(RuntimeError):
@@ -51,21 +51,21 @@ def start_run(config: TrainConfig, *, verbose: bool = True) -> str:
 
 def load_data(config: TrainConfig, strategy: tf.distribute.Strategy | None) -> data_lib.Datasets:
     """The train/validation/test pipelines that `config` names."""
-    return data_lib.load_datasets(
-        data_lib.DataConfig(
-            dataset=config.dataset,
-            data_dir=config.data_dir,
-            image_size=config.image_size,
-            batch_size=config.batch_size,
-            train_limit=config.train_limit,
-            val_fraction=config.val_fraction,
-            seed=config.seed,
-            deterministic=config.deterministic,
-            augment=config.augment,
-            flip=config.flip,
-            random_erasing=config.random_erasing,
-        ),
-        strategy=strategy,
+    return data_lib.load_datasets(config.data_config(), strategy=strategy)
+
+
+def divergence_message(value: float, epoch: int, step: int | None = None) -> str:
+    """The TrainingDiverged message: the value, the epoch (from 1) and the step of that
+    epoch (from 1) where the loss stopped being finite.
+
+    Example:
+    >>> divergence_message(float("nan"), epoch=2, step=7).split(".")[0]
+    'training stopped: the loss became nan in epoch 2, step 7'
+    """
+    where = f"epoch {epoch}" + ("" if step is None else f", step {step}")
+    return (
+        f"training stopped: the loss became {value} in {where}. "
+        "Lower --learning-rate, add --warmup-epochs, or check the data."
     )
 
 
@@ -74,10 +74,28 @@ def check_finite(losses: Sequence[float], first_epoch: int = 1) -> None:
     infinite."""
     for epoch, value in enumerate(losses, start=first_epoch):
         if not math.isfinite(value):
-            raise TrainingDiverged(
-                f"training stopped: the loss became {value} in epoch {epoch}. "
-                "Lower --learning-rate, add --warmup-epochs, or check the data."
-            )
+            raise TrainingDiverged(divergence_message(value, epoch))
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+    """Raises TrainingDiverged at the first training step whose loss is NaN or infinite,
+    naming the epoch and the step (Keras's `TerminateOnNaN` only stops `fit`, after which
+    the epoch's NaN weights would still be checkpointed)."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None:
+            return
+        value = float(keras.ops.convert_to_numpy(loss))
+        if not math.isfinite(value):
+            raise TrainingDiverged(divergence_message(value, self.epoch + 1, batch + 1))
 
 
 def precise_batch_norm(

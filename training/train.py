@@ -30,14 +30,15 @@ from training.model_setup import (
     with_targets,
 )
 from training.multiworker import train_multiworker
+from training.placement import place
 from training.runkit import (
+    DivergenceGuard,
     check_finite,
     load_data,
     precise_batch_norm,
     precise_bn_metrics,
     start_run,
 )
-from training.strategy import place
 from training.workdir import (
     EpochTimer,
     backed_up_epochs,
@@ -139,7 +140,7 @@ def train_and_evaluate(
         ),
         keras.callbacks.TensorBoard(os.path.join(workdir, "logs")),
         keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv"), append=True),
-        keras.callbacks.TerminateOnNaN(),
+        DivergenceGuard(),  # raises TrainingDiverged naming the epoch and step
         timer,  # before `precise`: an epoch's training time leaves the estimate out
         cpu_usage,
         *([precise] if precise else []),

@@ -49,12 +49,13 @@ from training.model_setup import (
     aux_loss_weight_of,
     build_model,
     compile_model,
+    monitor_name,
     output_names_of,
     run_learning_rate,
     with_targets,
 )
+from training.placement import place
 from training.runkit import load_data, precise_batch_norm, start_run
-from training.strategy import place
 from training.tuning_config import (  # noqa: F401 (re-exported: the tuner's public names)
     CONFIG_FILE,
     SPACES,
@@ -68,6 +69,8 @@ from training.workdir import write_json
 
 # Per-module choices, as fractions of the paper's width (the paper's width is always one).
 WIDTH_FRACTIONS = (0.125, 0.25, 0.5, 0.75, 1.0)
+# The tuner's objective is the checkpoints' monitor: one function for both.
+objective_name = monitor_name
 # Consecutive trials failing for a reason other than the budget that end the search.
 MAX_CONSECUTIVE_FAILURES = 3
 
@@ -93,11 +96,6 @@ def model_counts(model: keras.Model) -> dict[str, int]:
         "macs": count_macs(inference),
         "train_macs": count_macs(model),
     }
-
-
-def objective_name(model: keras.Model) -> str:
-    """`val_main_accuracy` for a model with auxiliary heads, else `val_accuracy`."""
-    return "val_main_accuracy" if output_names_of(model) else "val_accuracy"
 
 
 def reduce_fields(table: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -390,7 +388,7 @@ def tune(
     )
     with strategy.scope():
         default_model = hypermodel.build(kt.HyperParameters())
-    objective = objective_name(default_model)
+    objective = monitor_name(default_model)
     default_counts = model_counts(default_model)
     default_params, default_macs = default_counts["params"], default_counts["macs"]
     output_names = output_names_of(default_model)

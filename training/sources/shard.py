@@ -1,10 +1,11 @@
 """One worker's share of a split, for per-worker pipelines (MultiWorkerMirroredStrategy).
 
 Every worker must run the same number of steps over a split, or the collectives hang:
-each share is topped up to ``ceil(n / workers)`` examples. Training shares repeat their
-first examples (and grow further if the last step would leave one of the worker's
-replicas without an example); evaluation shares append examples labelled **-1**, which
-every evaluation sum must mask out.
+each share is topped up to ``ceil(n / workers)`` examples (and grows further for training
+if the last step would leave one of the worker's replicas without an example). The top-up
+is the project's one padding convention: the worker's own first examples again at sample
+weight 0 (`training.replicas.pad_with_zero_weights`), so every share's elements are
+``(x, y, weight)``.
 """
 
 from __future__ import annotations
@@ -12,23 +13,10 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from training.replicas import check_divisible_batch, pad_with_zero_weights
 from training.sources.base import Split
 
-PAD_LABEL = -1
-
-
-def check_divisible_batch(batch_size: int, replicas: int) -> None:
-    """Per-worker pipelines batch per replica: the global batch must divide evenly.
-
-    Raises:
-        ValueError: naming the batch size and the replicas.
-    """
-    if batch_size % replicas:
-        multiple = replicas * max(1, round(batch_size / replicas))
-        raise ValueError(
-            f"batch size {batch_size} is not a multiple of the {replicas} replicas in sync; "
-            f"MultiWorkerMirroredStrategy batches per replica: use a multiple such as {multiple}"
-        )
+__all__ = ["check_divisible_batch", "shard_plan", "worker_records"]
 
 
 def shard_plan(
@@ -59,16 +47,10 @@ def shard_plan(
     return positions, size - len(positions)
 
 
-def worker_records(
-    split: Split, positions: np.ndarray, pad: int, *, train: bool
-) -> tf.data.Dataset:
-    """The records at ``positions`` (only those are read), then ``pad`` more: the worker's
-    own first examples again (the split's, for a worker with none), labelled `PAD_LABEL`
-    unless ``train``."""
+def worker_records(split: Split, positions: np.ndarray, pad: int) -> tf.data.Dataset:
+    """The records at ``positions`` (only those are read), then ``pad`` more at weight 0:
+    the worker's own first examples again (the split's, for a worker with none), as
+    ``(x, y, weight)`` (`training.replicas.pad_with_zero_weights`)."""
     records = split.read(positions)
-    if not pad:
-        return records
-    extra = (records if len(positions) else split.read()).repeat().take(pad)
-    if not train:
-        extra = extra.map(lambda x, y: (x, tf.constant(PAD_LABEL, y.dtype)))
-    return records.concatenate(extra)
+    source = records if len(positions) else split.read()
+    return pad_with_zero_weights(records, len(positions), pad, source=source)
