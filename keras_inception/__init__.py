@@ -4,9 +4,16 @@ Builders follow the conventions of `keras.applications`; auxiliary classifiers a
 named outputs, dropped for inference by `strip_aux_heads`. Imports `keras` only, so the
 models run on every Keras backend. Their `.keras` files record Keras's own layers (the
 fused batch norm as `keras.layers.BatchNormalization`), so `keras.saving.load_model` reads
-them without this package, and `keras_inception.load_model` with the fused layer; the two
-custom layers, `LocalResponseNormalization` (GoogLeNet with `batch_norm=False`) and
-`AdaptiveAveragePooling2D` (`aux_pool="torch"`), still need this package to load.
+them without this package, and `keras_inception.load_model` with the fused layer; the one
+custom layer, `LocalResponseNormalization` (GoogLeNet with `batch_norm=False`), still
+needs this package to load. `AdaptiveAveragePooling2D` (`aux_pool="torch"`) is Keras's
+own layer, re-exported under its old name here.
+
+Example:
+>>> model = build_googlenet(stem="small", input_shape=(8, 8, 1), classes=3,
+...                         width_multiplier=0.125)
+>>> tuple(model.output.shape)
+(None, 3)
 """
 
 from keras_inception import analysis

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 from keras import layers
 
-from keras_inception.layers import ConvStyle, conv_bn_act
+from keras_inception.layers import ConvStyle, LocalResponseNormalization, conv_bn_act
 from keras_inception.specs import (
     BNModule,
     BNReduction,
@@ -28,34 +28,76 @@ class StemLayer(NamedTuple):
     follows its kernel and stride.
 
     Args:
-        name: str. Layer (and module) name; for convolutions also the stem spec's field
-            that holds the width, e.g. `"conv1a"`.
+        name: str. Layer (and module) name, e.g. `"conv1a"`.
         kind: str. "conv" (conv_bn_act), "separable" (separable conv with bias + ReLU,
-            TF-Slim's BN-Inception stem) or "maxpool".
-        kernel: int. Square kernel / pool window.
+            TF-Slim's BN-Inception stem), "maxpool", or "lrn" (the GoogLeNet paper's
+            `LocalResponseNormalization`, only in a network without batch norm, which
+            replaces it).
+        kernel: int. Square kernel / pool window (1 for "lrn").
         strides: int. Stride.
-        padding: str. "same" or "valid".
+        padding: str. "same", "valid" or "torch" (padding as torch pads a stride-2
+            layer; see `apply_max_pool`, `apply_stem`). Defaults to "same".
+        width: str or None. The stem spec's field that holds a convolution's width.
+            Defaults to None: the field named `name`.
     """
 
     name: str
     kind: str
-    kernel: int
+    kernel: int = 1
     strides: int = 1
     padding: str = "same"
+    width: str | None = None
+
+
+STEM_LAYER_KINDS = ("conv", "separable", "maxpool", "lrn")
+
+
+def apply_max_pool(x, kernel: int, *, strides: int, padding: str, name: str):
+    """Max pool named `name`. `padding="torch"` is torch's `ceil_mode=True` without
+    padding: one zero row and column at the bottom and right (layer `{name}_pad`), then
+    "valid" pooling, gives `ceil((n - kernel) / strides) + 1` at every size. Zero padding
+    equals torch's -inf where the pool reads ReLU outputs (never negative) and no window
+    lies wholly in the padding: GoogLeNet's stride-2 pools."""
+    if padding == "torch":
+        x = layers.ZeroPadding2D(((0, 1), (0, 1)), name=f"{name}_pad")(x)
+        padding = "valid"
+    return layers.MaxPooling2D(kernel, strides=strides, padding=padding, name=name)(x)
 
 
 def apply_stem(x, spec: Any, stem_layers: tuple[StemLayer, ...], *, style: ConvStyle):
-    """Wires `stem_layers` in order, taking each convolution's width from `spec`."""
+    """Wires `stem_layers` in order, taking each convolution's width from `spec`.
+
+    A "conv" padded "torch" pads `kernel // 2` on each side (layer `{name}_pad`), then
+    convolves "valid", as torch's `Conv2d(padding=kernel // 2)`.
+
+    Example:
+    >>> from keras_inception.specs import V1Stem
+    >>> stem = (StemLayer("conv1", "conv", 3), StemLayer("pool1", "maxpool", 3, 2))
+    >>> x = apply_stem(layers.Input((32, 32, 3)), V1Stem(8, 8, 8), stem, style=ConvStyle())
+    >>> tuple(x.shape)
+    (None, 16, 16, 8)
+    """
     for layer in stem_layers:
+        if layer.kind not in STEM_LAYER_KINDS:
+            raise ValueError(f"unknown stem layer kind {layer.kind!r} in {layer}")
+        width = getattr(spec, layer.width or layer.name, None)
+        if layer.kind in ("conv", "separable") and width is None:
+            raise ValueError(
+                f"stem layer {layer} needs the width field "
+                f"{layer.width or layer.name!r}; received spec {spec!r}"
+            )
         if layer.kind == "maxpool":
-            x = layers.MaxPooling2D(
-                layer.kernel, strides=layer.strides, padding=layer.padding, name=layer.name
-            )(x)
+            x = apply_max_pool(
+                x, layer.kernel, strides=layer.strides, padding=layer.padding, name=layer.name
+            )
+        elif layer.kind == "lrn":
+            if not style.batch_norm:  # the paper's LRN; batch norm replaces it
+                x = LocalResponseNormalization(name=layer.name)(x)
         elif layer.kind == "separable":
             # TF-Slim's separable_conv2d sits outside the conv2d arg scope that adds batch
             # norm: it keeps its bias and ReLU whatever `style` says.
             x = layers.SeparableConv2D(
-                getattr(spec, layer.name),
+                width,
                 layer.kernel,
                 strides=layer.strides,
                 padding=layer.padding,
@@ -63,18 +105,20 @@ def apply_stem(x, spec: Any, stem_layers: tuple[StemLayer, ...], *, style: ConvS
                 name=f"{layer.name}_conv",
             )(x)
             x = layers.Activation("relu", name=f"{layer.name}_relu")(x)
-        elif layer.kind == "conv":
+        else:
+            padding = layer.padding
+            if padding == "torch":
+                x = layers.ZeroPadding2D(layer.kernel // 2, name=f"{layer.name}_pad")(x)
+                padding = "valid"
             x = conv_bn_act(
                 x,
-                getattr(spec, layer.name),
+                width,
                 layer.kernel,
                 strides=layer.strides,
-                padding=layer.padding,
+                padding=padding,
                 style=style,
                 name=layer.name,
             )
-        else:
-            raise ValueError(f"unknown stem layer kind {layer.kind!r} in {layer}")
     return x
 
 

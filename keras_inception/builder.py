@@ -9,18 +9,82 @@ checks, the input, the classifier head or pooling, auxiliary outputs, the model,
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 from keras import layers
 
 from keras_inception import heads
-from keras_inception.layers import ConvStyle
+from keras_inception.blocks import StemLayer, apply_module, apply_stem, reduction_padding
+from keras_inception.layers import ConvStyle, apply_transform_input
 from keras_inception.specs import scale_table, validate_table, validate_width_controls
 
 POOLINGS = (None, "avg", "max")
+
+
+class FeatureTap(NamedTuple):
+    """One feature map a family offers `feature_model`, declared as timm's `feature_info`.
+
+    Args:
+        name: str. Its key in `feature_model`'s output, e.g. `"mixed5d"`.
+        module: str. The width table's key of the module whose output it is, e.g. `"5d"`:
+            that module's `out_channels` is the map's width.
+        layer: str. The layer whose output it is, e.g. `"mixed5d_concat"`.
+        stride: int. Its downsampling relative to the stem's output (1, 2, 4).
+    """
+
+    name: str
+    module: str
+    layer: str
+    stride: int
+
+
+class FeatureInfo(NamedTuple):
+    """A feature map of a built model (`model.feature_info`), as timm's `feature_info`.
+
+    Args:
+        name: str. Its key in `feature_model`'s output.
+        layer: str. The layer whose output it is.
+        channels: int. Its width.
+        reduction: int. The product of the strides in front of it (8, 16, 32 with the
+            ImageNet stems): the input side over the map side where every layer pads
+            "same".
+    """
+
+    name: str
+    layer: str
+    channels: int
+    reduction: int
+
+
+def module_taps(prefix: str, strides: Mapping[str, int]) -> tuple[FeatureTap, ...]:
+    """`FeatureTap`s of modules named `f"{prefix}{key}"` (blocks name their output layer
+    `f"{name}_concat"`), from table key -> stride relative to the stem's output.
+
+    Example:
+    >>> module_taps("mixed", {"5d": 1})
+    (FeatureTap(name='mixed5d', module='5d', layer='mixed5d_concat', stride=1),)
+    """
+    return tuple(
+        FeatureTap(f"{prefix}{key}", key, f"{prefix}{key}_concat", stride)
+        for key, stride in strides.items()
+    )
+
+
+def stem_strides(stem_layers: Mapping[str, tuple[StemLayer, ...]]) -> dict[str, int]:
+    """Stem name -> the product of its layers' strides.
+
+    Example:
+    >>> stem_strides({"imagenet": (StemLayer("conv1", "conv", 7, 2),
+    ...                            StemLayer("pool1", "maxpool", 3, 2))})
+    {'imagenet': 4}
+    """
+    return {
+        stem: math.prod(layer.strides for layer in stack) for stem, stack in stem_layers.items()
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +102,10 @@ class Architecture:
         aux_head: callable `(tap, *, classes, style, classifier_activation, name, **options)`.
         load_weights: callable `(model, weights, include_top)` for `weights=` other than
             None; the default loads a file written by `model.save_weights`.
+        feature_taps: tuple of `FeatureTap`. The maps `feature_model` returns by default:
+            the last module of each of the last three stages. Defaults to none.
+        stem_strides: mapping. Stem name -> its total stride (`stem_strides(...)`), for
+            the reductions of `feature_info`. Defaults to empty.
     """
 
     family: str
@@ -48,6 +116,20 @@ class Architecture:
     body: Callable[..., Any]
     aux_head: Callable[..., Any]
     load_weights: Callable[..., None] | None = None
+    feature_taps: tuple[FeatureTap, ...] = ()
+    stem_strides: Mapping[str, int] = dataclasses.field(default_factory=dict)
+
+    def feature_info(self, table: Mapping[str, Any], stem: str) -> tuple[FeatureInfo, ...]:
+        """The declared feature maps of the model built from the final `table` and `stem`."""
+        return tuple(
+            FeatureInfo(
+                tap.name,
+                tap.layer,
+                table[tap.module].out_channels,
+                self.stem_strides[stem] * tap.stride,
+            )
+            for tap in self.feature_taps
+        )
 
 
 def same_padding_minimum_size(
@@ -267,6 +349,85 @@ def build(
             outputs = main
 
     model = keras.Model(inputs, outputs, name=name)
+    model.feature_info = arch.feature_info(table, stem)  # as timm's; read by feature_model
     if weights is not None:
         (arch.load_weights or _load_weights_file)(model, weights, include_top)
     return model
+
+
+def sequential_body(stem_layers: Mapping[str, tuple[StemLayer, ...]], aux_taps: Mapping[str, str]):
+    """`Architecture.body` for a stem followed by the table's modules in order
+    (InceptionV2 and InceptionV3).
+
+    Args:
+        stem_layers: mapping. Stem name -> its layers (`StemLayer`), in order.
+        aux_taps: mapping. Table key -> name of the auxiliary output that reads the
+            module's output, e.g. `{"6e": "aux"}`.
+
+    Returns:
+        A callable `(x, table, *, stem, style, count_include_pad=False,
+        transform_input=False) -> (features, taps)`: `count_include_pad` makes the
+        average-pool branches count the padding, as torch; `transform_input` starts with
+        torchvision's input rescaling.
+
+    Examples:
+    >>> from keras_inception.inception_v3 import AUX_TAPS, V3_STEM_LAYERS
+    >>> body = sequential_body(V3_STEM_LAYERS, AUX_TAPS)
+    >>> callable(body)
+    True
+    """
+
+    def body(
+        x,
+        table: Mapping[str, Any],
+        *,
+        stem: str,
+        style: ConvStyle,
+        count_include_pad: bool = False,
+        transform_input: bool = False,
+    ):
+        if transform_input:
+            x = apply_transform_input(x)
+        x = apply_stem(x, table["stem"], stem_layers[stem], style=style)
+        taps = {}
+        for key, spec in table.items():
+            if key == "stem":
+                continue
+            x = apply_module(
+                x, spec, style=style, count_include_pad=count_include_pad, name=f"mixed{key}"
+            )
+            if key in aux_taps:
+                taps[aux_taps[key]] = x
+        return x, taps
+
+    return body
+
+
+def spatial_sides(
+    stem_layers: Mapping[str, tuple[StemLayer, ...]],
+    default_specs: Mapping[str, Any],
+    aux_taps: Mapping[str, str],
+) -> Callable[[str, int], tuple[int, int]]:
+    """`sides(stem, n)` for `searched_minimum_size`: `(aux tap side, final side)` for an
+    `n`x`n` input, following the stem's layers and each grid reduction of the table (a
+    3x3/2 window with the module's padding).
+
+    Examples:
+    >>> from keras_inception.inception_v3 import AUX_TAPS, INCEPTION_V3_SPECS, V3_STEM_LAYERS
+    >>> spatial_sides(V3_STEM_LAYERS, INCEPTION_V3_SPECS, AUX_TAPS)("imagenet", 299)
+    (17, 8)
+    """
+
+    def sides(stem: str, n: int) -> tuple[int, int]:
+        for layer in stem_layers[stem]:
+            n = output_side(n, layer.kernel, layer.strides, layer.padding)
+        tap = 0
+        for key, spec in default_specs.items():
+            padding = reduction_padding(spec)
+            if padding is not None:
+                n = output_side(n, 3, 2, padding)
+            if key in aux_taps:
+                tap = n
+        return tap, n
+
+    return sides

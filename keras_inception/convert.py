@@ -7,23 +7,25 @@ that loads it.
 The model name comes from `--model`, or else from the file name (the first of
 "googlenet", "inception_v1", "inception_v2", "inception_v3" it contains). The Python
 code that builds the model with the converted weights is printed on stdout; the summary
-(weights assigned, source tensors skipped) goes to stderr. Before printing, the call is
-checked: the model it builds loads the file and holds the same weights.
+(weights assigned, source tensors skipped) goes to stderr. Before printing, the builder
+is called with those keyword arguments: the model it builds loads the file and holds the
+same weights.
 
-Each source is a module of `keras_inception.pretrained` with `convert(name, path,
-**kwargs) -> (model, skipped tensor names)` and `builder_call(name, **kwargs) -> str`;
-it is imported only when its subcommand runs.
+Each source is a module of `keras_inception.pretrained` holding its `CONVERTER` (a
+`keras_inception.pretrained.converter.Converter`); it is imported only when its
+subcommand runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import inspect
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+from keras_inception.pretrained.converter import format_call
 
 # Subcommand -> module of keras_inception.pretrained, and the names it converts.
 SOURCES = {
@@ -64,27 +66,22 @@ def guess_name(source: str, path: str) -> str:
     )
 
 
-def _with_weights(call: str, output: str) -> str:
-    if not call.endswith(")"):
-        raise ValueError(f"builder_call returned {call!r}, not a call expression")
-    separator = "" if call.endswith("()") else ", "
-    return f"{call[:-1]}{separator}weights={output!r})"
-
-
-def _check_call(call: str, model, output: str) -> None:
-    """Builds the model with `call` and checks that it loads `output` into every weight."""
+def _check_rebuilt(builder: Callable, kwargs: Mapping[str, Any], model) -> None:
+    """Builds `builder(**kwargs)` (which loads the written file) and checks that it holds
+    every weight of `model`."""
     import numpy as np
 
-    import keras_inception
-
-    rebuilt = eval(call, {"keras_inception": keras_inception})  # our own expression
-    theirs = [w.numpy() if hasattr(w, "numpy") else np.asarray(w) for w in rebuilt.weights]
+    rebuilt = builder(**kwargs)
+    theirs = [np.asarray(w) for w in rebuilt.get_weights()]
     ours = [np.asarray(w) for w in model.get_weights()]
     same = len(theirs) == len(ours) and all(
         a.shape == b.shape and np.array_equal(a, b) for a, b in zip(theirs, ours, strict=True)
     )
     if not same:
-        raise RuntimeError(f"{call} does not reproduce the converted model; please report this")
+        raise RuntimeError(
+            f"{format_call(builder, kwargs)} does not reproduce the converted model; "
+            "please report this"
+        )
 
 
 def convert_file(
@@ -95,47 +92,47 @@ def convert_file(
     name: str | None = None,
     check: bool = True,
     **kwargs: Any,
-) -> tuple[str, list[str]]:
-    """Converts `path` with the `source` module and writes `output` (`.weights.h5`).
+) -> tuple[Callable, dict[str, Any], list[str]]:
+    """Converts `path` with the `source` converter and writes `output` (`.weights.h5`).
 
     Args:
         source: str. "torchvision" or "slim".
         path: str. The published file (a torchvision state dict, a TF-Slim checkpoint).
         output: str. Weights file to write; must end in `.weights.h5`.
         name: str or None. Model name; None guesses it from the file name.
-        check: bool. Build the model with the returned call and check that it loads
-            `output` into the same weights. Defaults to True.
-        **kwargs: passed to the source's `convert` and `builder_call`.
+        check: bool. Call the builder with the returned keyword arguments and check
+            that it loads `output` into the same weights. Defaults to True.
+        **kwargs: passed to the converter's `convert` and `builder_kwargs`.
 
     Returns:
-        `(call, skipped)`: the builder call with `weights=output`, and the names of the
-        source tensors left out.
+        `(builder, builder_kwargs, skipped)`: `builder(**builder_kwargs)` builds the
+        model with the converted weights (`weights=output`); `skipped` names the source
+        tensors left out.
 
     Example:
-    >>> call, skipped = convert_file("torchvision", "googlenet-1378be20.pth",
-    ...                              "googlenet.weights.h5")  # doctest: +SKIP
+    >>> builder, kwargs, skipped = convert_file(
+    ...     "torchvision", "googlenet-1378be20.pth", "googlenet.weights.h5")  # doctest: +SKIP
+    >>> model = builder(**kwargs)  # doctest: +SKIP
     """
     output = os.fspath(output)
     if not output.endswith(".weights.h5"):
         raise ValueError(f"the output file must end in .weights.h5; received {output!r}")
-    module = source_module(source)
+    converter = source_module(source).CONVERTER
     name = name or guess_name(source, path)
-    model, skipped = module.convert(name, path, **kwargs)
-    call_kwargs = dict(kwargs)
-    if "classes" in inspect.signature(module.builder_call).parameters:
-        # The class count comes from the file (a fine-tuned torchvision model has its own).
-        outputs = model.output
-        main = outputs["main"] if isinstance(outputs, dict) else outputs
-        if len(main.shape) == 2:
-            call_kwargs.setdefault("classes", int(main.shape[-1]))
-    call = _with_weights(module.builder_call(name, **call_kwargs), output)
+    model, skipped = converter.convert(name, path, **kwargs)
+    outputs = model.output
+    main = outputs["main"] if isinstance(outputs, dict) else outputs
+    if len(main.shape) == 2:  # the file's classes (a fine-tuned model has its own)
+        kwargs = {**kwargs, "classes": int(main.shape[-1])}
+    builder_kwargs = {**converter.builder_kwargs(name, **kwargs), "weights": output}
     parent = os.path.dirname(output)
     if parent:
         os.makedirs(parent, exist_ok=True)
     model.save_weights(output)
+    builder = converter.builders[name]
     if check:
-        _check_call(call, model, output)
-    return call, skipped
+        _check_rebuilt(builder, builder_kwargs, model)
+    return builder, builder_kwargs, skipped
 
 
 def _input_shape(text: str) -> tuple:
@@ -214,19 +211,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         kwargs["include_background"] = not args.no_background
     try:
-        call, skipped = convert_file(args.source, args.path, args.output, name=args.model, **kwargs)
+        builder, builder_kwargs, skipped = convert_file(
+            args.source, args.path, args.output, name=args.model, **kwargs
+        )
     except (ValueError, FileNotFoundError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from keras_inception.pretrained.common import summarize
-
+    summary = source_module(args.source).CONVERTER.summarize(skipped)
     print(
-        f"wrote {args.output}; skipped {len(skipped)} source tensors: {summarize(skipped)}",
+        f"wrote {args.output}; skipped {len(skipped)} source tensors: {summary}",
         file=sys.stderr,
     )
     print("import keras_inception")
     print()
-    print(f"model = {call}")
+    print(f"model = {format_call(builder, builder_kwargs)}")
     return 0
 
 

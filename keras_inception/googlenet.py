@@ -11,17 +11,11 @@ from types import MappingProxyType
 from typing import Any
 
 import keras
-from keras import layers
 
 from keras_inception import builder
-from keras_inception.blocks import apply_inception_v1
+from keras_inception.blocks import StemLayer, apply_inception_v1, apply_max_pool, apply_stem
 from keras_inception.heads import apply_aux_head_v1, check_aux_pool
-from keras_inception.layers import (
-    ConvStyle,
-    LocalResponseNormalization,
-    apply_transform_input,
-    conv_bn_act,
-)
+from keras_inception.layers import ConvStyle, apply_transform_input
 from keras_inception.specs import V1Module, V1Stem
 
 # Paper Table 1. Keys are the module names of the paper; the first character is the stage.
@@ -43,51 +37,59 @@ GOOGLENET_SPECS: Mapping[str, V1Stem | V1Module] = MappingProxyType(
 # Auxiliary classifiers read the outputs of these modules (paper section 5).
 AUX_TAPS: Mapping[str, str] = MappingProxyType({"4a": "aux1", "4d": "aux2"})
 
-# Downsampling before module 3a: 8 with the ImageNet stem (7x7/2 conv, two 3x3/2 pools),
-# none with the small stem, 2 with "small_pool" (the small stem and the ImageNet stem's
-# pool2). Stages 4 and 5 each start after a 3x3/2 max pool.
-_STEM_STRIDES = MappingProxyType({"imagenet": 8, "small": 1, "small_pool": 2})
+# Stems as data (`blocks.StemLayer`). Comments give the sizes at the default 224x224
+# input. "imagenet": the paper's 7x7/2 conv and two 3x3/2 max pools (downsampling 8
+# before module 3a); "small": the 3x3/1 conv, no downsampling (for 28-64 px inputs);
+# "small_pool": the small stem and the ImageNet stem's pool2 (stage 3 at half the input
+# side). The paper's local response normalizations ("lrn") apply without batch norm only.
+GOOGLENET_STEM_LAYERS: Mapping[str, tuple[StemLayer, ...]] = MappingProxyType(
+    {
+        "imagenet": (
+            StemLayer("conv1", "conv", 7, 2),  # 112x112x64
+            StemLayer("pool1", "maxpool", 3, 2),  # 56x56x64
+            StemLayer("norm1", "lrn"),
+            StemLayer("conv2_3x3_reduce", "conv", 1, width="reduce"),
+            StemLayer("conv2_3x3", "conv", 3, width="conv2"),  # 56x56x192
+            StemLayer("norm2", "lrn"),
+            StemLayer("pool2", "maxpool", 3, 2),  # 28x28x192
+        ),
+        "small": (
+            StemLayer("conv1", "conv", 3),  # HxWx64
+            StemLayer("norm1", "lrn"),
+            StemLayer("conv2_3x3_reduce", "conv", 1, width="reduce"),
+            StemLayer("conv2_3x3", "conv", 3, width="conv2"),
+            StemLayer("norm2", "lrn"),
+        ),
+        "small_pool": (
+            StemLayer("conv1", "conv", 3),
+            StemLayer("norm1", "lrn"),
+            StemLayer("conv2_3x3_reduce", "conv", 1, width="reduce"),
+            StemLayer("conv2_3x3", "conv", 3, width="conv2"),
+            StemLayer("norm2", "lrn"),
+            StemLayer("pool2", "maxpool", 3, 2),  # H/2xW/2x192
+        ),
+    }
+)
+
+# Stages 4 and 5 each start after a 3x3/2 max pool, so the auxiliary heads (stage 4)
+# read maps at twice the stem's stride.
+_STEM_STRIDES = MappingProxyType(builder.stem_strides(GOOGLENET_STEM_LAYERS))
 _AUX_STRIDES = MappingProxyType({stem: 2 * s for stem, s in _STEM_STRIDES.items()})
 
+# Feature maps of `feature_model`: the last module of each stage (strides 8, 16, 32).
+FEATURE_TAPS = builder.module_taps("inception", {"3b": 1, "4e": 2, "5b": 4})
 
-# How GoogLeNet pads its 7x7/2 conv1 and its stride-2 max pools.
+# How GoogLeNet pads its stride-2 layers: the ImageNet stem's 7x7/2 conv1 and the max
+# pools.
 PADDINGS = ("same", "torch")
 
 
-def _max_pool(x, kernel: int, *, padding: str, name: str):
-    """Stride-2 max pool. "same" is Keras's; "torch" is torch's `ceil_mode=True` without
-    padding: one zero row and column at the bottom and right, then "valid" pooling,
-    gives `ceil((n - kernel) / 2) + 1` at every size. Zero padding equals torch's
-    -inf here because every max pool of GoogLeNet reads ReLU outputs (never negative),
-    and no window lies wholly in the padding."""
-    if padding == "torch":
-        x = layers.ZeroPadding2D(((0, 1), (0, 1)), name=f"{name}_pad")(x)
-        return layers.MaxPooling2D(kernel, strides=2, padding="valid", name=name)(x)
-    return layers.MaxPooling2D(kernel, strides=2, padding="same", name=name)(x)
-
-
-def _stem(x, spec: V1Stem, *, stem: str, style: ConvStyle, padding: str):
-    # Comments give the sizes at the default 224x224 input with the ImageNet stem.
-    lrn = not style.batch_norm  # the paper's LRN; batch norm replaces it
-    if stem == "imagenet":
-        if padding == "torch":  # 3 on each side, where "same" pads 2 and 3 at 224
-            x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
-        conv1_padding = "valid" if padding == "torch" else "same"
-        x = conv_bn_act(
-            x, spec.conv1, 7, strides=2, padding=conv1_padding, style=style, name="conv1"
-        )  # 112x112x64
-        x = _max_pool(x, 3, padding=padding, name="pool1")  # 56x56x64
-    else:
-        x = conv_bn_act(x, spec.conv1, 3, style=style, name="conv1")  # HxWx64
-    if lrn:
-        x = LocalResponseNormalization(name="norm1")(x)
-    x = conv_bn_act(x, spec.reduce, 1, style=style, name="conv2_3x3_reduce")
-    x = conv_bn_act(x, spec.conv2, 3, style=style, name="conv2_3x3")  # 56x56x192
-    if lrn:
-        x = LocalResponseNormalization(name="norm2")(x)
-    if stem in ("imagenet", "small_pool"):
-        x = _max_pool(x, 3, padding=padding, name="pool2")  # 28x28x192
-    return x
+def torch_padded(stem_layers: tuple[StemLayer, ...]) -> tuple[StemLayer, ...]:
+    """The stem with every stride-2 layer padded as torch pads it (`padding="torch"`):
+    conv1 by 3 on each side where "same" pads 2 and 3 at 224, max pools in `ceil_mode`."""
+    return tuple(
+        layer._replace(padding="torch") if layer.strides == 2 else layer for layer in stem_layers
+    )
 
 
 def _body(
@@ -103,7 +105,10 @@ def _body(
 ):
     if transform_input:
         x = apply_transform_input(x)
-    x = _stem(x, table["stem"], stem=stem, style=style, padding=padding)
+    stem_layers = GOOGLENET_STEM_LAYERS[stem]
+    if padding == "torch":
+        stem_layers = torch_padded(stem_layers)
+    x = apply_stem(x, table["stem"], stem_layers, style=style)  # 28x28x192
     taps = {}
     modules = [key for key in table if key != "stem"]
     # Stages 3 (28x28), 4 (14x14), 5 (7x7); a 3x3/2 max pool starts stages 4 and 5
@@ -111,7 +116,7 @@ def _body(
     for index, (stage, keys) in enumerate(itertools.groupby(modules, key=lambda k: k[0])):
         if index > 0:
             kernel = pool5_kernel if stage == "5" else 3
-            x = _max_pool(x, kernel, padding=padding, name=f"pool{stage}")
+            x = apply_max_pool(x, kernel, strides=2, padding=padding, name=f"pool{stage}")
         for key in keys:
             x = apply_inception_v1(
                 x,
@@ -133,6 +138,8 @@ ARCHITECTURE = builder.Architecture(
     minimum_size=builder.same_padding_minimum_size(_STEM_STRIDES, _AUX_STRIDES),
     body=_body,
     aux_head=apply_aux_head_v1,
+    feature_taps=FEATURE_TAPS,
+    stem_strides=_STEM_STRIDES,
 )
 
 

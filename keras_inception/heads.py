@@ -7,7 +7,7 @@ import dataclasses
 import keras
 from keras import layers
 
-from keras_inception.layers import AdaptiveAveragePooling2D, ConvStyle, conv_bn_act
+from keras_inception.layers import ConvStyle, conv_bn_act
 from keras_inception.specs import scale_width
 
 
@@ -91,7 +91,7 @@ def apply_aux_head_v1(
     weights permutes the rows of `fc1` (`keras_inception.pretrained.torchvision`).
     """
     if pool == "torch":
-        x = AdaptiveAveragePooling2D(4, name=f"{name}_pool")(x)
+        x = layers.AdaptiveAveragePooling2D(4, data_format="channels_last", name=f"{name}_pool")(x)
     else:
         x = apply_adaptive_average_pool(x, 4, name=f"{name}_pool")
     x = conv_bn_act(x, 128, 1, style=style, name=f"{name}_1x1")
@@ -171,7 +171,8 @@ def default_loss_weights(model: keras.Model) -> dict[str, float]:
     """`compile(loss_weights=...)` for a model with auxiliary outputs.
 
     Example:
-    >>> model = build_googlenet(aux_logits=True)
+    >>> model = build_googlenet(aux_logits=True, stem="small", input_shape=(8, 8, 1),
+    ...                         width_multiplier=0.125)
     >>> default_loss_weights(model)
     {'main': 1.0, 'aux1': 0.3, 'aux2': 0.3}
     """
@@ -191,6 +192,12 @@ def strip_aux_heads(model: keras.Model) -> keras.Model:
     """The single-output inference model: the `"main"` output, sharing the same weights.
 
     A model without auxiliary outputs is returned as it is.
+
+    Example:
+    >>> model = build_googlenet(aux_logits=True, stem="small", input_shape=(8, 8, 1),
+    ...                         width_multiplier=0.125, classes=3)
+    >>> tuple(strip_aux_heads(model).output.shape)
+    (None, 3)
     """
     outputs = _output_dict(model)
     if outputs is None:
@@ -199,7 +206,10 @@ def strip_aux_heads(model: keras.Model) -> keras.Model:
         raise ValueError(
             f"strip_aux_heads needs a model with a 'main' output; received outputs {sorted(outputs)}"
         )
-    return keras.Model(model.input, outputs["main"], name=model.name)
+    inference = keras.Model(model.input, outputs["main"], name=model.name)
+    if hasattr(model, "feature_info"):  # the same body: the same feature maps
+        inference.feature_info = model.feature_info
+    return inference
 
 
 def aux_head_v3_widths(width_multiplier: float, min_depth: int) -> dict[str, int]:

@@ -19,17 +19,44 @@ import keras
 
 from keras_inception import builder
 from keras_inception.blocks import StemLayer
+from keras_inception.builder import sequential_body, spatial_sides
 from keras_inception.heads import apply_aux_head_v3, aux_head_v3_widths
-from keras_inception.inception_v3 import (
-    AUX_MAP,
-    V3_MODULE_SPECS,
-    sequential_body,
-    spatial_sides,
-)
 from keras_inception.layers import ConvStyle
-from keras_inception.specs import BNInceptionStem, BNModule, BNReduction, V2Stem
+from keras_inception.specs import (
+    BNInceptionStem,
+    BNModule,
+    BNReduction,
+    V2Stem,
+    V3ModuleA,
+    V3ModuleB,
+    V3ModuleC,
+    V3ReductionA,
+    V3ReductionB,
+)
 
 VARIANTS = ("rethinking", "bn_inception")
+
+# The 35x35, 17x17 and 8x8 modules of the "Rethinking" paper, which its Inception-v2 and
+# InceptionV3 share (InceptionV3 = Inception-v2 + BN-auxiliary + factorized stem; the
+# widths are those of keras.applications.InceptionV3 and TF-Slim's inception_v3, hence
+# the name). Keys: TF-Slim's Mixed_<key>; the first character is the stage. Sizes in
+# comments are at 299x299 with the ImageNet stem.
+V3_MODULE_SPECS: Mapping[str, Any] = MappingProxyType(
+    {
+        "5b": V3ModuleA(conv1x1=64, reduce5x5=48, conv5x5=64, reduce3x3dbl=64, conv3x3dbl=96, pool_proj=32),  # 35x35x256
+        "5c": V3ModuleA(conv1x1=64, reduce5x5=48, conv5x5=64, reduce3x3dbl=64, conv3x3dbl=96, pool_proj=64),  # 35x35x288
+        "5d": V3ModuleA(conv1x1=64, reduce5x5=48, conv5x5=64, reduce3x3dbl=64, conv3x3dbl=96, pool_proj=64),  # 35x35x288
+        "6a": V3ReductionA(conv3x3=384, reduce3x3dbl=64, conv3x3dbl=96),  # 17x17x768
+        "6b": V3ModuleB(conv1x1=192, channels_7x7=128, conv7x7=192, conv7x7dbl=192, pool_proj=192),  # 17x17x768
+        "6c": V3ModuleB(conv1x1=192, channels_7x7=160, conv7x7=192, conv7x7dbl=192, pool_proj=192),
+        "6d": V3ModuleB(conv1x1=192, channels_7x7=160, conv7x7=192, conv7x7dbl=192, pool_proj=192),
+        "6e": V3ModuleB(conv1x1=192, channels_7x7=192, conv7x7=192, conv7x7dbl=192, pool_proj=192),
+        "7a": V3ReductionB(reduce3x3=192, conv3x3=320, reduce7x7x3=192, conv7x7x3=192),  # 8x8x1280
+        "7b": V3ModuleC(conv1x1=320, reduce3x3=384, conv3x3=384, reduce3x3dbl=448, conv3x3dbl=384, pool_proj=192),  # 8x8x2048
+        "7c": V3ModuleC(conv1x1=320, reduce3x3=384, conv3x3=384, reduce3x3dbl=448, conv3x3dbl=384, pool_proj=192),  # 8x8x2048
+    }
+)  # fmt: skip
+AUX_MAP = 5  # the auxiliary head (apply_aux_head_v3) pools its input to 5x5
 
 # "Rethinking": InceptionV3's modules behind a 7x7/2 stem convolution.
 INCEPTION_V2_SPECS: Mapping[str, Any] = MappingProxyType(
@@ -108,6 +135,8 @@ ARCHITECTURES: Mapping[str, builder.Architecture] = MappingProxyType(
             ),
             body=sequential_body(V2_STEM_LAYERS, V2_AUX_TAPS),
             aux_head=apply_aux_head_v3,
+            feature_taps=builder.module_taps("mixed", {"5d": 1, "6e": 2, "7c": 4}),
+            stem_strides=builder.stem_strides(V2_STEM_LAYERS),
         ),
         "bn_inception": builder.Architecture(
             family="inception_v2 (variant='bn_inception')",
@@ -121,6 +150,8 @@ ARCHITECTURES: Mapping[str, builder.Architecture] = MappingProxyType(
             ),
             body=sequential_body(BN_STEM_LAYERS, BN_AUX_TAPS),
             aux_head=apply_aux_head_v3,
+            feature_taps=builder.module_taps("mixed", {"3c": 1, "4e": 2, "5c": 4}),
+            stem_strides=builder.stem_strides(BN_STEM_LAYERS),
         ),
     }
 )

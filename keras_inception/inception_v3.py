@@ -3,7 +3,10 @@ CVPR 2016. Reference: https://arxiv.org/abs/1512.00567.
 
 The widths below are those of `keras.applications.InceptionV3` and TF-Slim's
 `inception_v3` (the paper's Table 1 gives the module kinds and grid sizes, not every
-width). Module names follow TF-Slim (`Mixed_5b` -> layers `mixed5b_*`).
+width). Module names follow TF-Slim (`Mixed_5b` -> layers `mixed5b_*`). The 35x35, 17x17
+and 8x8 modules are the "Rethinking" paper's Inception-v2 modules
+(`inception_v2.V3_MODULE_SPECS`); keras.applications' weight files load through
+`keras_inception.pretrained.keras_applications`.
 """
 
 from __future__ import annotations
@@ -15,36 +18,26 @@ from typing import Any
 import keras
 
 from keras_inception import builder
-from keras_inception.blocks import StemLayer, apply_module, apply_stem, reduction_padding
+from keras_inception.blocks import StemLayer
+from keras_inception.builder import sequential_body, spatial_sides
 from keras_inception.heads import apply_aux_head_v3, aux_head_v3_widths, check_aux_pool
-from keras_inception.layers import ConvStyle, apply_transform_input
-from keras_inception.specs import (
-    V3ModuleA,
-    V3ModuleB,
-    V3ModuleC,
-    V3ReductionA,
-    V3ReductionB,
-    V3Stem,
-)
+from keras_inception.inception_v2 import AUX_MAP, V3_MODULE_SPECS
+from keras_inception.layers import ConvStyle
+from keras_inception.pretrained import keras_applications
+from keras_inception.specs import V3Stem
 
-# The 35x35, 17x17 and 8x8 modules shared by InceptionV3 and the Inception-v2 of
-# "Rethinking" (inception_v2.INCEPTION_V2_SPECS). Keys: TF-Slim's Mixed_<key>; the first
-# character is the stage. Sizes in comments are at 299x299 with the ImageNet stem.
-V3_MODULE_SPECS: Mapping[str, Any] = MappingProxyType(
-    {
-        "5b": V3ModuleA(conv1x1=64, reduce5x5=48, conv5x5=64, reduce3x3dbl=64, conv3x3dbl=96, pool_proj=32),  # 35x35x256
-        "5c": V3ModuleA(conv1x1=64, reduce5x5=48, conv5x5=64, reduce3x3dbl=64, conv3x3dbl=96, pool_proj=64),  # 35x35x288
-        "5d": V3ModuleA(conv1x1=64, reduce5x5=48, conv5x5=64, reduce3x3dbl=64, conv3x3dbl=96, pool_proj=64),  # 35x35x288
-        "6a": V3ReductionA(conv3x3=384, reduce3x3dbl=64, conv3x3dbl=96),  # 17x17x768
-        "6b": V3ModuleB(conv1x1=192, channels_7x7=128, conv7x7=192, conv7x7dbl=192, pool_proj=192),  # 17x17x768
-        "6c": V3ModuleB(conv1x1=192, channels_7x7=160, conv7x7=192, conv7x7dbl=192, pool_proj=192),
-        "6d": V3ModuleB(conv1x1=192, channels_7x7=160, conv7x7=192, conv7x7dbl=192, pool_proj=192),
-        "6e": V3ModuleB(conv1x1=192, channels_7x7=192, conv7x7=192, conv7x7dbl=192, pool_proj=192),
-        "7a": V3ReductionB(reduce3x3=192, conv3x3=320, reduce7x7x3=192, conv7x7x3=192),  # 8x8x1280
-        "7b": V3ModuleC(conv1x1=320, reduce3x3=384, conv3x3=384, reduce3x3dbl=448, conv3x3dbl=384, pool_proj=192),  # 8x8x2048
-        "7c": V3ModuleC(conv1x1=320, reduce3x3=384, conv3x3=384, reduce3x3dbl=448, conv3x3dbl=384, pool_proj=192),  # 8x8x2048
-    }
-)  # fmt: skip
+__all__ = [
+    "ARCHITECTURE",
+    "AUX_MAP",
+    "AUX_TAPS",
+    "INCEPTION_V3_SPECS",
+    "V3_MODULE_SPECS",
+    "V3_STEM_LAYERS",
+    "build_inception_v3",
+    "load_keras_applications_weights",
+    "sequential_body",
+    "spatial_sides",
+]
 
 INCEPTION_V3_SPECS: Mapping[str, Any] = MappingProxyType(
     {"stem": V3Stem(conv1a=32, conv2a=32, conv2b=64, conv3b=80, conv4a=192), **V3_MODULE_SPECS}
@@ -77,286 +70,9 @@ V3_STEM_LAYERS: Mapping[str, tuple[StemLayer, ...]] = MappingProxyType(
 
 # The auxiliary classifier reads the last 17x17 module (keras mixed7, TF-Slim Mixed_6e).
 AUX_TAPS: Mapping[str, str] = MappingProxyType({"6e": "aux"})
-AUX_MAP = 5  # the auxiliary head pools its input to 5x5
 
-
-def sequential_body(stem_layers: Mapping[str, tuple[StemLayer, ...]], aux_taps: Mapping[str, str]):
-    """`Architecture.body` for a stem followed by the table's modules in order.
-
-    The body's options: `count_include_pad` (average-pool branches count the padding,
-    as torch) and `transform_input` (torchvision's input rescaling first)."""
-
-    def body(
-        x,
-        table: Mapping[str, Any],
-        *,
-        stem: str,
-        style: ConvStyle,
-        count_include_pad: bool = False,
-        transform_input: bool = False,
-    ):
-        if transform_input:
-            x = apply_transform_input(x)
-        x = apply_stem(x, table["stem"], stem_layers[stem], style=style)
-        taps = {}
-        for key, spec in table.items():
-            if key == "stem":
-                continue
-            x = apply_module(
-                x, spec, style=style, count_include_pad=count_include_pad, name=f"mixed{key}"
-            )
-            if key in aux_taps:
-                taps[aux_taps[key]] = x
-        return x, taps
-
-    return body
-
-
-def spatial_sides(
-    stem_layers: Mapping[str, tuple[StemLayer, ...]],
-    default_specs: Mapping[str, Any],
-    aux_taps: Mapping[str, str],
-):
-    """`(aux tap side, final side)` for an `n`x`n` input, following the stem's layers and
-    each grid reduction of the table (a 3x3/2 window with the module's padding)."""
-
-    def sides(stem: str, n: int) -> tuple[int, int]:
-        for layer in stem_layers[stem]:
-            n = builder.output_side(n, layer.kernel, layer.strides, layer.padding)
-        tap = 0
-        for key, spec in default_specs.items():
-            padding = reduction_padding(spec)
-            if padding is not None:
-                n = builder.output_side(n, 3, 2, padding)
-            if key in aux_taps:
-                tap = n
-        return tap, n
-
-    return sides
-
-
-# --- weights of keras.applications.InceptionV3 --------------------------------------------
-
-_KERAS_WEIGHTS = "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/"
-_IMAGENET_FILES = {
-    True: (
-        "inception_v3_weights_tf_dim_ordering_tf_kernels.h5",
-        "9a0d58056eeedaa3f26cb7ebd46da564",
-    ),
-    False: (
-        "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        "bcbd6486424b2319ff4ef7d526e38f63",
-    ),
-}
-
-
-def _fetch_imagenet(include_top: bool) -> str:
-    filename, file_hash = _IMAGENET_FILES[include_top]
-    try:
-        return keras.utils.get_file(
-            filename, _KERAS_WEIGHTS + filename, cache_subdir="models", file_hash=file_hash
-        )
-    except Exception as err:  # get_file raises plain Exceptions on network errors
-        raise RuntimeError(
-            f"could not fetch the ImageNet weights of keras.applications.InceptionV3 "
-            f"({_KERAS_WEIGHTS + filename}) into Keras's cache: {err}. When offline, put the "
-            "file in ~/.keras/models/ or pass weights=<path to the file>."
-        ) from err
-
-
-def _producer(tensor):
-    """The layer that produced `tensor` and that call's input tensors."""
-    operation, node_index, _ = tensor._keras_history
-    return operation, list(operation._inbound_nodes[node_index].input_tensors)
-
-
-_PASS_THROUGH = (
-    keras.layers.Dropout,
-    keras.layers.GlobalAveragePooling2D,
-    keras.layers.GlobalMaxPooling2D,
-)
-
-
-def _features(tensor, *, top: bool):
-    """Steps back from a model output to the last feature map (before head or pooling)."""
-    layer, inputs = _producer(tensor)
-    if top and isinstance(layer, keras.layers.Dense):
-        tensor = inputs[0]
-        layer, inputs = _producer(tensor)
-    while isinstance(layer, _PASS_THROUGH):
-        tensor = inputs[0]
-        layer, inputs = _producer(tensor)
-    return tensor
-
-
-def _kind(layer) -> type:
-    """The layer's class, with FusedBatchNormalization (our builders' batch norm: same
-    weights and numbers) counted as Keras's BatchNormalization."""
-    if isinstance(layer, keras.layers.BatchNormalization):
-        return keras.layers.BatchNormalization
-    return type(layer)
-
-
-def match_layers(reference_output, output) -> list[tuple[Any, Any]]:
-    """Pairs the layers of two graphs of the same structure, walking back from the outputs.
-
-    Both graphs are walked in step: each layer's inputs are visited in call order (branch
-    order of every concatenation), so the pairing depends on the topology only, never on
-    layer names. Dropout is skipped on both sides (it has no weights). Raises ValueError
-    at the first layer whose type differs (a FusedBatchNormalization matches a
-    BatchNormalization).
-    """
-    pairs, seen = [], set()
-    stack = [(reference_output, output)]
-    while stack:
-        ref_tensor, tensor = stack.pop()
-        ref_layer, ref_inputs = _producer(ref_tensor)
-        layer, inputs = _producer(tensor)
-        while isinstance(layer, keras.layers.Dropout):
-            layer, inputs = _producer(inputs[0])
-        while isinstance(ref_layer, keras.layers.Dropout):
-            ref_layer, ref_inputs = _producer(ref_inputs[0])
-        if (id(ref_layer), id(layer)) in seen:
-            continue
-        seen.add((id(ref_layer), id(layer)))
-        if _kind(ref_layer) is not _kind(layer) or len(ref_inputs) != len(inputs):
-            raise ValueError(
-                f"the model does not match keras.applications.InceptionV3 at layer "
-                f"{layer.name!r} ({type(layer).__name__}, {len(inputs)} inputs); the "
-                f"reference has {ref_layer.name!r} ({type(ref_layer).__name__}, "
-                f"{len(ref_inputs)} inputs)"
-            )
-        pairs.append((ref_layer, layer))
-        stack.extend(reversed(list(zip(ref_inputs, inputs, strict=True))))
-    return pairs
-
-
-def copy_weights(reference: keras.Model, model: keras.Model, *, top: bool) -> int:
-    """Copies the weights of `reference` (a keras.applications.InceptionV3) into `model`
-    by structure; the classifier too when `top`. Returns the number of layers copied.
-
-    Every weighted layer of the reference must find its counterpart with the same weight
-    shapes; nothing is assigned unless all of them do.
-    """
-    outputs = model.output
-    main = outputs["main"] if isinstance(outputs, dict) else outputs
-    ref_out = reference.output
-    if not top:
-        ref_out = _features(ref_out, top=True)
-        main = _features(main, top=True)
-    pairs = match_layers(ref_out, main)
-    assignments = []
-    for ref_layer, layer in pairs:
-        ref_weights = ref_layer.get_weights()
-        shapes = [w.shape for w in ref_weights]
-        own = [tuple(w.shape) for w in layer.weights]
-        if shapes != own:
-            raise ValueError(
-                f"weight shapes of layer {layer.name!r} {own} do not match "
-                f"keras.applications.InceptionV3 layer {ref_layer.name!r} {shapes}"
-            )
-        if ref_weights:
-            assignments.append((layer, ref_weights))
-    expected = sum(
-        1
-        for layer in reference.layers
-        if layer.weights and (top or not isinstance(layer, keras.layers.Dense))
-    )
-    if len(assignments) != expected:
-        raise ValueError(
-            f"matched {len(assignments)} weighted layers of keras.applications.InceptionV3; "
-            f"it has {expected}"
-        )
-    for layer, weights in assignments:
-        layer.set_weights(weights)
-    return len(assignments)
-
-
-def _reference(include_top: bool, channels: int, classes: int) -> keras.Model:
-    return keras.applications.InceptionV3(
-        include_top=include_top,
-        weights=None,
-        input_shape=(75, 75, channels),
-        classes=classes,
-        classifier_activation=None,
-    )
-
-
-def load_keras_applications_weights(model: keras.Model, weights: str, include_top: bool) -> None:
-    """`Architecture.load_weights` for InceptionV3.
-
-    Accepts `"imagenet"` (Keras's own file, through Keras's cache), a weights file of
-    `keras.applications.InceptionV3` (legacy `.h5` or `.weights.h5`, with or without the
-    top), or a file written by this model's own `save_weights`. A keras.applications file
-    is loaded into a freshly built `keras.applications.InceptionV3` and copied layer by
-    layer (see `copy_weights`); layers it lacks (auxiliary head; the classifier, from a
-    file without the top) keep their initialization.
-    """
-    outputs = model.output
-    main = outputs["main"] if isinstance(outputs, dict) else outputs
-    classes = main.shape[-1] if include_top else None
-    channels = model.input.shape[-1]
-    if weights == "imagenet":
-        if include_top and classes != 1000:
-            raise ValueError(
-                f"weights='imagenet' with include_top=True needs classes=1000; received {classes}"
-            )
-        if channels != 3:
-            raise ValueError(
-                f"weights='imagenet' needs 3 input channels; received input shape "
-                f"{tuple(model.input.shape[1:])}"
-            )
-        path = _fetch_imagenet(include_top)
-        candidates = [(include_top, classes or 1000)]
-    else:
-        path = str(weights)
-        candidates = [(True, classes), (False, None)] if include_top else [(False, None)]
-        candidates.append((True, _legacy_file_classes(path) or 1000))
-        candidates = list(dict.fromkeys(candidates))
-    errors = []
-    for file_top, file_classes in candidates:
-        reference = _reference(file_top, channels, file_classes or 1000)
-        try:
-            _load_strict(reference, path)
-        except Exception as err:  # noqa: BLE001 - every failure is reported below
-            errors.append(f"as keras.applications.InceptionV3(include_top={file_top}): {err}")
-            continue
-        copy_weights(reference, model, top=include_top and file_top)
-        return
-    try:
-        _load_strict(model, path)
-        return
-    except Exception as err:  # noqa: BLE001
-        errors.append(f"as this model's own weights: {err}")
-    raise ValueError(
-        f"could not load weights {path!r} into {model.name}:\n  " + "\n  ".join(errors)
-    )
-
-
-def _legacy_file_classes(path: str) -> int | None:
-    """Classes of the last dense layer of a legacy `.h5` weights file, if it has one."""
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            group = f.get("model_weights", f)
-            last = group[group.attrs["layer_names"][-1]]
-            names = last.attrs["weight_names"]
-            kernel = last[names[0]]
-            return int(kernel.shape[-1]) if len(kernel.shape) == 2 else None
-    except Exception:  # noqa: BLE001 - not a legacy file: the other candidates apply
-        return None
-
-
-def _load_strict(model: keras.Model, path: str) -> None:
-    """`model.load_weights(path)`, but a file that leaves any variable unloaded fails
-    (Keras only warns for `.weights.h5` files whose layers do not match)."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        model.load_weights(path)
-
+# Loads keras.applications' files (the name users knew); see pretrained.keras_applications.
+load_keras_applications_weights = keras_applications.load_weights
 
 ARCHITECTURE = builder.Architecture(
     family="inception_v3",
@@ -369,6 +85,8 @@ ARCHITECTURE = builder.Architecture(
     body=sequential_body(V3_STEM_LAYERS, AUX_TAPS),
     aux_head=apply_aux_head_v3,
     load_weights=load_keras_applications_weights,
+    feature_taps=builder.module_taps("mixed", {"5d": 1, "6e": 2, "7c": 4}),
+    stem_strides=builder.stem_strides(V3_STEM_LAYERS),
 )
 
 

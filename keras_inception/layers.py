@@ -1,7 +1,9 @@
-"""conv_bn_act and the few custom layers (registered, serializable).
+"""conv_bn_act, torchvision's input transform and the one custom layer (registered,
+serializable): `LocalResponseNormalization`.
 
 Everything here uses `keras.layers` / `keras.ops` only, so the models run on every Keras
-backend.
+backend. torch's adaptive average pool is Keras's `AdaptiveAveragePooling2D`;
+`LegacyAdaptiveAveragePooling2D` only loads files that recorded this package's former one.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import dataclasses
 import keras
 from keras import layers, ops
 
+from keras_inception import keras_private
 from keras_inception.fused_batchnorm import FusedBatchNormalization
 
 
@@ -109,65 +112,55 @@ def apply_transform_input(x, *, name: str = "transform_input"):
 
 def adaptive_pool_bins(size: int, output_size: int) -> list[tuple[int, int]]:
     """`[start, end)` of each output cell of torch's `adaptive_avg_pool2d` along one axis:
-    `start = floor(i * size / output_size)`, `end = ceil((i + 1) * size / output_size)`."""
+    `start = floor(i * size / output_size)`, `end = ceil((i + 1) * size / output_size)`.
+
+    Example:
+    >>> adaptive_pool_bins(14, 4)
+    [(0, 4), (3, 7), (7, 11), (10, 14)]
+    """
     return [
         ((i * size) // output_size, -(-((i + 1) * size) // output_size)) for i in range(output_size)
     ]
 
 
-@keras.saving.register_keras_serializable(package="keras_inception")
-class AdaptiveAveragePooling2D(layers.Layer):
-    """torch's `adaptive_avg_pool2d`: an `output_size` square map of averages over the
-    bins of `adaptive_pool_bins` (which may overlap, and may differ in size).
+# torch's `adaptive_avg_pool2d` is Keras's own layer since Keras 3.15, with the bins of
+# `adaptive_pool_bins` (tests/test_layers.py checks every side from 1 to 40 at output 4,
+# torchvision GoogLeNet's auxiliary pool). Kept under this name for the imports of
+# `keras_inception.AdaptiveAveragePooling2D`.
+AdaptiveAveragePooling2D = layers.AdaptiveAveragePooling2D
 
-    At a 14x14 input and `output_size=4` the bins are rows/columns [0, 4), [3, 7),
-    [7, 11), [10, 14): no single window and stride gives them, hence this layer
-    (torchvision's GoogLeNet auxiliary heads). Needs a static spatial input size.
-    Channels-last inputs.
+
+@keras.saving.register_keras_serializable(
+    package="keras_inception", name="AdaptiveAveragePooling2D"
+)
+class LegacyAdaptiveAveragePooling2D(layers.AdaptiveAveragePooling2D):
+    """Loads the `keras_inception>AdaptiveAveragePooling2D` layers of older `.keras` files.
+
+    This package had its own adaptive average pool before Keras 3.15 had one; files saved
+    then record it under that registered name, with `output_size` an int and no
+    `data_format` (it was channels-last only). This subclass of Keras's layer reads such a
+    config, and is saved again as Keras's own layer, so a re-saved file loads without this
+    package. Build new models with `keras.layers.AdaptiveAveragePooling2D`.
 
     Args:
-        output_size: int. Side of the square output map.
+        output_size: int or tuple of 2 ints. Output side(s).
+        data_format: str. Defaults to "channels_last", the old layer's only layout.
 
     Example:
-    >>> layer = AdaptiveAveragePooling2D(4)
-    >>> layer(ops.ones((1, 14, 14, 8))).shape
+    >>> layer = LegacyAdaptiveAveragePooling2D.from_config({"output_size": 4})
+    >>> tuple(layer(ops.ones((1, 14, 14, 8))).shape)
     (1, 4, 4, 8)
     """
 
-    def __init__(self, output_size: int, **kwargs):
-        super().__init__(**kwargs)
-        if isinstance(output_size, bool) or not isinstance(output_size, int) or output_size < 1:
-            raise ValueError(f"output_size must be a positive integer; received {output_size!r}")
-        self.output_size = output_size
+    def __init__(self, output_size, data_format: str = "channels_last", **kwargs):
+        super().__init__(output_size, data_format=data_format, **kwargs)
 
-    def _bins(self, input_shape):
-        height, width = input_shape[1], input_shape[2]
-        if height is None or width is None:
-            raise ValueError(
-                f"{self.name}: adaptive average pooling needs a static spatial size; "
-                f"received input shape {tuple(input_shape)}"
-            )
-        return (
-            adaptive_pool_bins(height, self.output_size),
-            adaptive_pool_bins(width, self.output_size),
-        )
 
-    def call(self, inputs):
-        rows, cols = self._bins(inputs.shape)
-        out_rows = []
-        for top, bottom in rows:
-            cells = [
-                ops.mean(inputs[:, top:bottom, left:right, :], axis=(1, 2)) for left, right in cols
-            ]
-            out_rows.append(ops.stack(cells, axis=1))
-        return ops.stack(out_rows, axis=1)
-
-    def compute_output_shape(self, input_shape):
-        self._bins(input_shape)
-        return (input_shape[0], self.output_size, self.output_size, input_shape[3])
-
-    def get_config(self):
-        return {**super().get_config(), "output_size": self.output_size}
+# Keras 3 weight files key a layer by its class's `__name__` (see fused_batchnorm.py); the
+# old layer's was "AdaptiveAveragePooling2D", and so is Keras's.
+LegacyAdaptiveAveragePooling2D.__name__ = "AdaptiveAveragePooling2D"
+# Re-saved files record Keras's own layer (keras_private.serialize_as).
+keras_private.serialize_as(LegacyAdaptiveAveragePooling2D, layers.AdaptiveAveragePooling2D)
 
 
 @keras.saving.register_keras_serializable(package="keras_inception")
@@ -188,7 +181,7 @@ class LocalResponseNormalization(layers.Layer):
 
     Example:
     >>> layer = LocalResponseNormalization()
-    >>> layer(ops.ones((1, 2, 2, 8))).shape
+    >>> tuple(layer(ops.ones((1, 2, 2, 8))).shape)
     (1, 2, 2, 8)
     """
 

@@ -1,5 +1,6 @@
 """One registry of model builders: `list_models()`, `get_model(name, **kwargs)`, each
-model's paper width table, `default_specs(name)`, and its stems, `stems(name)`."""
+model's paper width table, `default_specs(name)`, its stems, `stems(name)`, and the
+`builder.Architecture` that holds them, `architecture(name)`."""
 
 from __future__ import annotations
 
@@ -10,34 +11,34 @@ from typing import Any
 
 import keras
 
-from keras_inception import googlenet, inception_v2, inception_v3
-from keras_inception.googlenet import GOOGLENET_SPECS, build_googlenet
-from keras_inception.inception_v2 import (
-    BN_INCEPTION_SPECS,
-    INCEPTION_V2_SPECS,
-    build_inception_v2,
-)
-from keras_inception.inception_v3 import INCEPTION_V3_SPECS, build_inception_v3
+from keras_inception import builder, googlenet, inception_v2, inception_v3
+from keras_inception.googlenet import build_googlenet
+from keras_inception.inception_v2 import build_inception_v2
+from keras_inception.inception_v3 import build_inception_v3
 
 
 @dataclasses.dataclass(frozen=True)
 class _Entry:
     builder: Callable[..., keras.Model]
-    default_specs: Mapping[str, Any]
-    stems: tuple[str, ...]  # accepted `stem=` values; the first is the default
+    architecture: builder.Architecture  # its width table, stems and feature taps
+
+    @property
+    def default_specs(self) -> Mapping[str, Any]:
+        return self.architecture.default_specs
+
+    @property
+    def stems(self) -> tuple[str, ...]:  # accepted `stem=` values; the first is the default
+        return self.architecture.stems
 
 
 _MODELS: dict[str, _Entry] = {
     "bn_inception": _Entry(
         functools.partial(build_inception_v2, variant="bn_inception"),
-        BN_INCEPTION_SPECS,
-        inception_v2.ARCHITECTURES["bn_inception"].stems,
+        inception_v2.ARCHITECTURES["bn_inception"],
     ),
-    "googlenet": _Entry(build_googlenet, GOOGLENET_SPECS, googlenet.ARCHITECTURE.stems),
-    "inception_v2": _Entry(
-        build_inception_v2, INCEPTION_V2_SPECS, inception_v2.ARCHITECTURES["rethinking"].stems
-    ),
-    "inception_v3": _Entry(build_inception_v3, INCEPTION_V3_SPECS, inception_v3.ARCHITECTURE.stems),
+    "googlenet": _Entry(build_googlenet, googlenet.ARCHITECTURE),
+    "inception_v2": _Entry(build_inception_v2, inception_v2.ARCHITECTURES["rethinking"]),
+    "inception_v3": _Entry(build_inception_v3, inception_v3.ARCHITECTURE),
 }
 
 
@@ -77,6 +78,16 @@ def stems(name: str) -> tuple[str, ...]:
     ('imagenet', 'small', 'small_pool')
     """
     return _entry(name).stems
+
+
+def architecture(name: str) -> builder.Architecture:
+    """The `builder.Architecture` behind model `name`: its tables, stems, feature taps.
+
+    Example:
+    >>> [tap.name for tap in architecture("inception_v3").feature_taps]
+    ['mixed5d', 'mixed6e', 'mixed7c']
+    """
+    return _entry(name).architecture
 
 
 def _entry(name: str) -> _Entry:

@@ -244,29 +244,72 @@ def test_small_pool_stem_halves_the_maps_after_the_small_stem():
     assert analysis.macs(model) == expected == 375_689_984
 
 
-@pytest.mark.parametrize("multiplier", [0.25, 0.5, 1.5])
-def test_width_multiplier_is_tf_slim_depth_multiplier(multiplier):
-    model = ki.build_googlenet(width_multiplier=multiplier, min_depth=16)
-    full = convs(ki.build_googlenet())
-    for name, conv in convs(model).items():
-        assert conv.filters == max(int(full[name].filters * multiplier), 16), name
+# Widths derived by hand from Table 1 with TF-Slim's depth rule (int(width * multiplier),
+# at least min_depth=16), not by the code under test. TF-Slim's inception_v1 takes no
+# depth_multiplier, so there is no published golden network at these widths. Stem: conv1,
+# the 1x1 reduce, the 3x3; modules: 1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool proj.
+HAND_WIDTHS = {
+    0.5: {
+        "conv1": 32, "conv2_3x3_reduce": 32, "conv2_3x3": 96,
+        "inception3a": (32, 48, 64, 16, 16, 16),  # 5x5 reduce 16 * 0.5 = 8 -> 16
+        "inception4e": (128, 80, 160, 16, 64, 64),
+        "inception5b": (192, 96, 192, 24, 64, 64),
+    },
+    0.25: {
+        "conv1": 16, "conv2_3x3_reduce": 16, "conv2_3x3": 48,
+        "inception3a": (16, 24, 32, 16, 16, 16),
+        "inception4e": (64, 40, 80, 16, 32, 32),
+        "inception5b": (96, 48, 96, 16, 32, 32),
+    },
+}  # fmt: skip
+MODULE_CONVS = ("1x1", "3x3_reduce", "3x3", "5x5_reduce", "5x5", "pool_proj")
+
+
+@pytest.mark.parametrize("multiplier", sorted(HAND_WIDTHS))
+def test_width_multiplier_gives_the_hand_derived_widths(multiplier):
+    model = ki.build_googlenet(width_multiplier=multiplier, min_depth=16, include_top=False)
+    found = convs(model)
+    for name, expected in HAND_WIDTHS[multiplier].items():
+        if isinstance(expected, int):
+            assert found[f"{name}_conv"].filters == expected, name
+            continue
+        widths = tuple(found[f"{name}_{part}_conv"].filters for part in MODULE_CONVS)
+        assert widths == expected, name
+        out = expected[0] + expected[2] + expected[4] + expected[5]
+        assert model.get_layer(f"{name}_concat").output.shape[-1] == out, name
 
 
 def test_bottleneck_ratio_scales_only_module_reduce_convs():
-    model = ki.build_googlenet(bottleneck_ratio=0.5, min_depth=1)
-    full = ki.build_googlenet()
-    full_convs = convs(full)
-    for name, conv in convs(model).items():
-        module_reduce = name.startswith("inception") and "_reduce" in name
-        expected = (
-            int(full_convs[name].filters * 0.5) if module_reduce else full_convs[name].filters
-        )
-        assert conv.filters == expected, name
-    for key in ki.GOOGLENET_SPECS:
-        if key != "stem":
-            name = f"inception{key}_concat"
-            assert model.get_layer(name).output.shape == full.get_layer(name).output.shape
-    assert model.count_params() < full.count_params()
+    """Hand-derived: the 3x3 and 5x5 reduces of 3a (96, 16) and 4e (160, 32) halve; the
+    stem's reduce and every module's output keep Table 1's widths."""
+    model = ki.build_googlenet(bottleneck_ratio=0.5, min_depth=1, include_top=False)
+    found = convs(model)
+    assert found["conv2_3x3_reduce_conv"].filters == 64
+    for name, expected, out in (
+        ("inception3a", (64, 48, 128, 8, 32, 32), 256),
+        ("inception4e", (256, 80, 320, 16, 128, 128), 832),
+    ):
+        widths = tuple(found[f"{name}_{part}_conv"].filters for part in MODULE_CONVS)
+        assert widths == expected, name
+        assert model.get_layer(f"{name}_concat").output.shape[-1] == out, name
+
+
+def test_stem_is_the_declared_table():
+    """Each stem's layers are its `GOOGLENET_STEM_LAYERS` row, in order (LRN without
+    batch norm only), and "torch" padding adds a pad layer in front of each stride-2 one."""
+    from keras_inception.googlenet import GOOGLENET_STEM_LAYERS
+
+    assert [layer.name for layer in GOOGLENET_STEM_LAYERS["imagenet"]] == [
+        "conv1", "pool1", "norm1", "conv2_3x3_reduce", "conv2_3x3", "norm2", "pool2",
+    ]  # fmt: skip
+    model = ki.build_googlenet(batch_norm=False, padding="torch", include_top=False)
+    names = [layer.name for layer in model.layers]
+    stem = names[1 : names.index("inception3a_1x1_conv")]
+    assert [n for n in stem if not n.startswith("inception3a")] == [
+        "conv1_pad", "conv1_conv", "conv1_relu", "pool1_pad", "pool1", "norm1",
+        "conv2_3x3_reduce_conv", "conv2_3x3_reduce_relu", "conv2_3x3_conv", "conv2_3x3_relu",
+        "norm2", "pool2_pad", "pool2",
+    ]  # fmt: skip
 
 
 def test_specs_table_overrides_widths():

@@ -9,7 +9,8 @@ import pytest
 from keras.src.legacy.saving import legacy_h5_format
 
 import keras_inception as ki
-from keras_inception import analysis, inception_v3
+from keras_inception import analysis
+from keras_inception.pretrained import keras_applications
 
 SMALL = dict(stem="small", input_shape=(32, 32, 3), classes=5, width_multiplier=0.25)
 
@@ -211,24 +212,45 @@ def test_file_without_top_leaves_classifier_initialized(keras_files, tmp_path):
 
 
 def test_mismatched_weights_are_refused_with_the_reasons(keras_files):
+    path = keras_files["files"]["top", "keras3"]
     with pytest.raises(
-        ValueError, match=r"weight shapes of layer .* do not match keras.applications.InceptionV3"
+        ValueError,
+        match=r"tensor 'conv2d_0/kernel' has shape \(3, 3, 3, 32\), which does not fit "
+        r"Keras weight 'conv1a_conv/kernel' of shape \(3, 3, 3, 16\)",
     ):
         ki.build_inception_v3(
-            include_top=False,
-            input_shape=(75, 75, 3),
-            width_multiplier=0.5,
-            weights=keras_files["files"]["top", "keras3"],
+            include_top=False, input_shape=(75, 75, 3), width_multiplier=0.5, weights=path
         )
     with pytest.raises(FileNotFoundError, match="missing.h5"):
         ki.build_inception_v3(weights="missing.h5")
 
 
-def test_structural_matching_names_the_first_difference():
+def test_keras_applications_names_follow_its_creation_order():
+    """keras.applications auto-names its layers in the order its source creates them:
+    the i-th conv2d is our INCEPTION_V3_ORDER[i], with the same kernel shape."""
     reference = keras.applications.InceptionV3(weights=None, input_shape=(75, 75, 3))
-    other = ki.build_inception_v2(input_shape=(75, 75, 3))
-    with pytest.raises(ValueError, match="does not match keras.applications.InceptionV3"):
-        inception_v3.copy_weights(reference, other, top=True)
+    state = keras_applications.reference_state(reference)
+    model = ki.build_inception_v3(input_shape=(75, 75, 3))
+    order = keras_applications.INCEPTION_V3_ORDER
+    assert len(order) == 94 and order[7] == "mixed5b_5x5" and order[-1] == "mixed7c_pool_proj"
+    for i, name in enumerate(order):
+        assert state[f"conv2d_{i}/kernel"].shape == model.get_layer(f"{name}_conv").kernel.shape
+    assert sorted(k for k in state if k.startswith("batch_normalization_93/")) == [
+        "batch_normalization_93/beta",
+        "batch_normalization_93/moving_mean",
+        "batch_normalization_93/moving_variance",
+    ]
+
+
+def test_another_network_is_refused_naming_the_first_misfit(keras_files):
+    """InceptionV2's 7x7 stem convolution has no keras.applications counterpart."""
+    path = str(keras_files["files"]["notop", "keras3"])
+    state = keras_applications.CONVERTER.read(path)
+    other = ki.build_inception_v2(include_top=False, input_shape=(75, 75, 3))
+    with pytest.raises(ValueError, match=r"'conv2d_0/kernel' has shape .* 'conv1a_conv/kernel'"):
+        keras_applications.CONVERTER.fill("inception_v3", other, state, path=path)
+    with pytest.raises(ValueError, match="'mixed9z_1x1' has no counterpart"):
+        keras_applications.CONVERTER.scope("inception_v3", "mixed9z_1x1")
 
 
 def test_imagenet_fails_clearly_when_offline(monkeypatch):

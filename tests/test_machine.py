@@ -1,5 +1,7 @@
 """The machine line tells apart CPUs that share a model name (training/machine.py)."""
 
+import platform
+
 from training import machine
 
 # Both report "AMD EPYC". ZEN4: trimmed from this project's Zen 4 virtual machine. ZEN3: an
@@ -39,7 +41,8 @@ def test_missing_cpuinfo_leaves_the_name_alone(tmp_path):
     fields = machine.read_cpuinfo(str(tmp_path / "absent"))
     assert fields == {}
     assert machine.cpu_signature(fields) == "" and machine.cpu_features(fields) == []
-    assert machine.cpu_model(fields)  # platform.processor() or "unknown CPU"
+    # Without /proc/cpuinfo the name is platform.processor()'s, else "unknown CPU".
+    assert machine.cpu_model(fields) == (platform.processor() or "unknown CPU")
 
 
 def test_describe_names_family_model_and_flags():

@@ -73,8 +73,14 @@ def _configs():
     ]
 
 
-def test_every_model_is_covered():
-    assert {"googlenet", "inception_v2", "inception_v3"} <= set(ki.list_models())
+def test_every_builder_is_registered_and_every_model_is_tested():
+    """Exactly: the public builders are the registered ones (bn_inception is a variant of
+    build_inception_v2), and the parametrized configurations cover each model."""
+    public = {getattr(ki, name) for name in ki.__all__ if name.startswith("build_")}
+    registered = {getattr(b, "func", b) for b in map(ki.get_builder, ki.list_models())}
+    assert registered == public
+    assert sorted({param.values[0] for param in _configs()}) == ki.list_models()
+    assert not set(VARIANTS) - set(ki.list_models())
 
 
 def _round_trip_cases():
@@ -179,11 +185,10 @@ def test_optional_readers_are_imported_only_where_a_file_is_read(path):
     assert "training" not in _imported_modules(path)
 
 
-# GoogLeNet in the fast suite; the others (about a minute each) are `large`.
-@pytest.mark.parametrize(
-    "name",
-    [n if n == "googlenet" else pytest.param(n, marks=pytest.mark.large) for n in ki.list_models()],
-)
+# `large` (about a minute each): the fast suite's tests/test_backends.py builds a GoogLeNet
+# on JAX, without TensorFlow, and compares its outputs with TensorFlow's.
+@pytest.mark.large
+@pytest.mark.parametrize("name", ki.list_models())
 def test_runs_on_jax_backend_without_tensorflow(name):
     extra = VARIANTS.get(name, [{}])[0]
     script = textwrap.dedent(

@@ -113,6 +113,7 @@ def test_inception_v2_equals_slim_without_background(reference, inception_v2):
     _assert_close(model(data["images"], training=False), data["logits"][:, 1:], "inception_v2")
     # A training checkpoint's step and optimizer slot are named, not silently dropped.
     assert skipped == ["InceptionV2/Conv2d_1a_7x7/depthwise_weights/Momentum", "global_step"]
+    assert slim.CONVERTER.summarize(skipped) == "Momentum x1, global_step x1"
 
 
 def test_inception_v3_equals_slim_with_aux_logits(reference):
@@ -133,24 +134,25 @@ def test_features_without_the_top(reference, inception_v2):
     )
     assert features.output.shape == (None, 1024)
     assert "InceptionV2/Logits/Conv2d_1c_1x1/weights" in skipped
+    assert slim.CONVERTER.summarize(skipped) == (
+        "InceptionV2/Logits/* x2, Momentum x1, global_step x1"
+    )
     model, _ = inception_v2
     pooled = keras.Model(model.input, model.get_layer("avgpool").output)
     expected = np.asarray(pooled(data["images"], training=False))
     _assert_close(features(data["images"], training=False), expected, "features")
 
 
-def test_converted_weights_load_into_the_printed_builder_call(reference, inception_v2, tmp_path):
-    """What `python -m keras_inception.convert slim ...` writes and prints."""
+def test_converted_weights_load_into_the_builder_with_its_kwargs(reference, inception_v2, tmp_path):
+    """What `python -m keras_inception.convert slim ...` writes, and the builder call."""
     data = np.load(reference / "inception_v2.npz")
     model, _ = inception_v2
     path = str(tmp_path / "inception_v2.weights.h5")
     model.save_weights(path)
-    call = slim.builder_call("inception_v2", include_background=False)
-    assert call == (
-        "keras_inception.build_inception_v2(variant='bn_inception', classes=1000, "
-        "classifier_activation=None)"
-    )
-    rebuilt = eval(call[: -len(")")] + ", weights=path)", {"keras_inception": ki, "path": path})
+    kwargs = slim.builder_kwargs("inception_v2", include_background=False)
+    assert kwargs == {"variant": "bn_inception", "classes": 1000, "classifier_activation": None}
+    rebuilt = slim.CONVERTER.builders["inception_v2"](**kwargs, weights=path)
+    assert slim.CONVERTER.builders["inception_v2"] is ki.build_inception_v2
     _assert_close(rebuilt(data["images"], training=False), data["logits"][:, 1:], "rebuilt")
 
 
@@ -218,7 +220,7 @@ def test_unexpected_or_misshapen_tensors_are_refused(reference, inception_v2, tm
 
 
 def test_wrong_net_and_bad_files(reference, tmp_path):
-    with pytest.raises(ValueError, match="it looks like TF-Slim's inception_v3"):
+    with pytest.raises(ValueError, match="it looks like a TF-Slim inception_v3 checkpoint"):
         ki.from_slim("inception_v1", reference / "inception_v3.ckpt")
     with pytest.raises(ValueError, match="unknown TF-Slim model 'inception_v4'"):
         ki.from_slim("inception_v4", reference / "inception_v3.ckpt")

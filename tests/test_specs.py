@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 import keras_inception as ki
@@ -69,3 +70,26 @@ def test_load_specs_errors(tmp_path):
     )
     with pytest.raises(ValueError, match="do not fit V1Stem"):
         ki.load_specs(bad_fields)
+
+
+def _trainable(model) -> int:
+    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+
+# Golden counts of TF-Slim's own networks at depth_multiplier=0.5 (tf-slim 1.1.0,
+# `nets.inception_v2.inception_v2` / `nets.inception_v3.inception_v3` with
+# num_classes=1000, their arg scopes, 224x224 / 299x299 inputs, counted once from
+# tf.compat.v1 variables): every variable (moving statistics included) and the trainable
+# ones. TF-Slim's inception_v1 takes no depth_multiplier; GoogLeNet's widths at 0.5 are
+# hand-derived in test_googlenet.py.
+SLIM_HALF_WIDTH = {
+    "bn_inception": ({}, 3_064_976, 3_055_088),
+    "inception_v3": ({"aux_logits": True}, 7_514_144, 7_496_032),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SLIM_HALF_WIDTH))
+def test_width_multiplier_half_gives_tf_slims_depth_multiplier_half(name):
+    extra, total, trainable = SLIM_HALF_WIDTH[name]
+    model = ki.get_model(name, width_multiplier=0.5, **extra)
+    assert (model.count_params(), _trainable(model)) == (total, trainable)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 
 import keras
 import numpy as np
@@ -138,17 +138,21 @@ class Source:
             conv kernel's `(out, in, kh, kw)` to `(kh, kw, in, out)`).
         fill: float or None. The constant the weight takes when the file has no `key`
             (TF-Slim's batch norm has no gamma: 1). None: the tensor is required.
+        keep: bool. When the file has no `key`, the weight keeps its value (the
+            classifier, from a keras.applications file without the top). Defaults to
+            False.
     """
 
     key: str
     transform: Callable[[np.ndarray], np.ndarray] | None = None
     fill: float | None = None
+    keep: bool = False
 
 
 def assign(
     model: keras.Model,
     state: Mapping[str, np.ndarray],
-    plan: Mapping[str, Source],
+    plan: Mapping[str, Source | None],
     *,
     path: str,
     skip: Callable[[str], bool],
@@ -159,12 +163,13 @@ def assign(
     Every weight of `model` (by `variable.path`, e.g. `"conv1_conv/kernel"`) must have
     an entry in `plan`, its source tensor must be in `state` and must convert to the
     weight's shape. Every tensor of `state` must be used or accepted by `skip`. Nothing
-    is assigned unless all of this holds.
+    is assigned unless all of this holds. A weight planned as None (a layer the source
+    does not have, such as an auxiliary head) keeps its value.
 
     Args:
         model: keras.Model. The model to fill.
         state: mapping. Source tensor name -> array.
-        plan: mapping. Keras weight path -> `Source`.
+        plan: mapping. Keras weight path -> `Source`, or None to keep the weight.
         path: str. The file `state` came from, for messages.
         skip: callable. True for a source tensor that is deliberately left out.
         description: str. What the file should be, e.g. "a torchvision googlenet state
@@ -179,14 +184,18 @@ def assign(
     values = []
     used = set()
     for variable in model.weights:
-        source = plan.get(variable.path)
-        if source is None:
+        if variable.path not in plan:
             raise ValueError(
                 f"{path!r}: no source tensor is planned for Keras weight {variable.path!r} "
                 f"of {model.name}"
             )
+        source = plan[variable.path]
+        if source is None:
+            continue
         expected = tuple(variable.shape)
         if source.key not in state:
+            if source.keep:
+                continue
             if source.fill is not None:
                 values.append((variable, np.full(expected, source.fill, "float32")))
                 continue
@@ -230,16 +239,3 @@ def dense_kernel(array: np.ndarray) -> np.ndarray:
     if array.ndim != 2:
         return array
     return array.T
-
-
-def summarize(names: Iterable[str]) -> str:
-    """`"num_batches_tracked x57, aux1.* x10"`-style summary of skipped tensor names."""
-    groups: dict[str, int] = {}
-    for name in names:
-        last = name.rsplit(".", 1)[-1]
-        if last == "num_batches_tracked" or "." not in name:
-            key = last
-        else:
-            key = name.split(".", 1)[0] + ".*"
-        groups[key] = groups.get(key, 0) + 1
-    return ", ".join(f"{key} x{count}" for key, count in groups.items()) or "none"

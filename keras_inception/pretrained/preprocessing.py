@@ -10,28 +10,30 @@ from typing import Any
 
 import numpy as np
 from keras import ops
+from keras.applications import imagenet_utils
 
-from keras_inception.layers import IMAGENET_MEAN, IMAGENET_STD
 from keras_inception.pretrained.imagenet_classes import IMAGENET_CLASSES
 
-SOURCES = ("torchvision", "slim")
-
-
-def _check_source(source: str) -> None:
-    if source not in SOURCES:
-        raise ValueError(f"source must be one of {list(SOURCES)}; received {source!r}")
+# Each source's scaling is a mode of keras.applications' preprocess_input: "torch" is
+# `(x / 255 - mean) / std` with ImageNet's mean and std, "tf" is `x / 127.5 - 1`.
+MODES = {"torchvision": "torch", "slim": "tf"}
+SOURCES = tuple(MODES)
 
 
 def preprocess_input(x: Any, source: str) -> Any:
     """Scales RGB images in [0, 255] as the weights of `source` expect.
 
-    - "torchvision": `(x / 255 - mean) / std` per channel with ImageNet's mean
-      (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225), torchvision's
+    `keras.applications.imagenet_utils.preprocess_input` in the mode of `source`, on a
+    float32 copy (Keras's own scales float arrays in place):
+
+    - "torchvision": mode "torch", `(x / 255 - mean) / std` per channel with ImageNet's
+      mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225), torchvision's
       `transforms.Normalize`. With torchvision's GoogLeNet and InceptionV3 weights,
       build the model with `transform_input=True` (as torchvision's
       `googlenet(weights=...)` does).
-    - "slim": `x / 127.5 - 1`, in [-1, 1] (TF-Slim's `inception_preprocessing`). The
-      torchvision weights with `transform_input=False` expect this too.
+    - "slim": mode "tf", `x / 127.5 - 1`, in [-1, 1] (TF-Slim's
+      `inception_preprocessing`). The torchvision weights with `transform_input=False`
+      expect this too.
 
     Resizing and cropping are the caller's (torchvision: resize 256 / crop 224 for
     GoogLeNet, resize 342 / crop 299 for InceptionV3; TF-Slim: central crop 87.5%).
@@ -47,25 +49,15 @@ def preprocess_input(x: Any, source: str) -> Any:
     >>> preprocess_input(np.full((1, 2, 2, 3), 255.0), "slim")[0, 0, 0]
     array([1., 1., 1.], dtype=float32)
     """
-    _check_source(source)
-    is_numpy = not ops.is_tensor(x)
-    if is_numpy:
-        x = np.asarray(x, dtype="float32")
-        if x.ndim < 1 or x.shape[-1] != 3:
-            raise ValueError(
-                f"preprocess_input needs RGB images (..., 3); received shape {x.shape}"
-            )
-        if source == "slim":
-            return x / np.float32(127.5) - np.float32(1.0)
-        mean = np.asarray(IMAGENET_MEAN, "float32")
-        std = np.asarray(IMAGENET_STD, "float32")
-        return (x / np.float32(255.0) - mean) / std
-    if x.shape[-1] != 3:
-        raise ValueError(f"preprocess_input needs RGB images (..., 3); received shape {x.shape}")
-    x = ops.cast(x, "float32")
-    if source == "slim":
-        return x / 127.5 - 1.0
-    return (x / 255.0 - ops.convert_to_tensor(IMAGENET_MEAN)) / ops.convert_to_tensor(IMAGENET_STD)
+    if source not in MODES:
+        raise ValueError(f"source must be one of {list(SOURCES)}; received {source!r}")
+    # np.array copies: Keras scales numpy inputs in place.
+    x = ops.cast(x, "float32") if ops.is_tensor(x) else np.array(x, dtype="float32")
+    if len(x.shape) < 1 or x.shape[-1] != 3:
+        raise ValueError(
+            f"preprocess_input needs RGB images (..., 3); received shape {tuple(x.shape)}"
+        )
+    return imagenet_utils.preprocess_input(x, data_format="channels_last", mode=MODES[source])
 
 
 def class_names(classes: int = 1000) -> tuple[str, ...]:

@@ -18,16 +18,14 @@ images scaled to [-1, 1] (`preprocess_input(x, "slim")`, i.e. `x / 127.5 - 1`).
 Checkpoints are read with TensorFlow (`tf.train.load_checkpoint`), imported only when a
 file is read; the models themselves are Keras only and run on every backend.
 
-Every source module of `keras_inception.pretrained` has the interface of the command
-line `python -m keras_inception.convert slim <name> <checkpoint> -o out.weights.h5`:
-`convert(name, path, **kwargs) -> (model, skipped tensor names)` and
-`builder_call(name, **kwargs) -> str`.
+`Slim`, a `keras_inception.pretrained.converter.Converter`, names the checkpoint tensor
+of every Keras weight (`slim_scope`); the command line
+`python -m keras_inception.convert slim <checkpoint> -o out.weights.h5` runs it.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -35,10 +33,12 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_inception.googlenet import GOOGLENET_SPECS
-from keras_inception.inception_v2 import BN_INCEPTION_SPECS
-from keras_inception.inception_v3 import INCEPTION_V3_SPECS
-from keras_inception.pretrained.common import Source, assign, one_line
+from keras_inception.googlenet import GOOGLENET_SPECS, build_googlenet
+from keras_inception.inception_v2 import BN_INCEPTION_SPECS, build_inception_v2
+from keras_inception.inception_v3 import INCEPTION_V3_SPECS, build_inception_v3
+from keras_inception.pretrained.common import Source
+from keras_inception.pretrained.converter import Converter, batch_norm_names
+from keras_inception.pretrained.tf_checkpoint import checkpoint_prefix, read_checkpoint
 from keras_inception.specs import (
     BNModule,
     BNReduction,
@@ -50,12 +50,26 @@ from keras_inception.specs import (
     V3ReductionB,
 )
 
+__all__ = [
+    "CONVERTER",
+    "MODELS",
+    "Slim",
+    "builder_call",
+    "builder_kwargs",
+    "checkpoint_prefix",
+    "convert",
+    "from_slim",
+    "plan",
+    "read_checkpoint",
+    "slim_scope",
+]
+
 MODELS = ("inception_v1", "inception_v2", "inception_v3")
-BUILDERS = MappingProxyType(
+BUILDERS: Mapping[str, Callable[..., keras.Model]] = MappingProxyType(
     {
-        "inception_v1": "build_googlenet",
-        "inception_v2": "build_inception_v2",
-        "inception_v3": "build_inception_v3",
+        "inception_v1": build_googlenet,
+        "inception_v2": build_inception_v2,
+        "inception_v3": build_inception_v3,
     }
 )
 # The builder options that give TF-Slim's architecture. Everything else (batch norm
@@ -217,176 +231,6 @@ _SLOTS = (
     "Ftrl_1",
     "ExponentialMovingAverage",
 )
-_DATA_SHARD = re.compile(r"\.data-\d+-of-\d+$")
-
-
-def _check_name(name: str) -> None:
-    if name not in MODELS:
-        raise ValueError(f"unknown TF-Slim model {name!r}; available: {list(MODELS)}")
-
-
-# --- reading ------------------------------------------------------------------------------
-
-
-def _import_tensorflow(path: str):
-    try:
-        import tensorflow as tf
-    except ImportError as err:
-        raise ImportError(
-            f"reading the TF-Slim checkpoint {path!r} needs TensorFlow (`pip install "
-            "tensorflow`); the converted Keras weights (`python -m keras_inception.convert "
-            "slim ...`) load without it"
-        ) from err
-    return tf
-
-
-def checkpoint_prefix(path: str | os.PathLike) -> str:
-    """The path TensorFlow reads a checkpoint by.
-
-    Accepts a V1 single file (`inception_v3.ckpt`, as in the published tarballs), a V2
-    prefix (`model.ckpt`, with `model.ckpt.index` beside it), one of the V2 files
-    (`model.ckpt.index`, `model.ckpt.data-00000-of-00001`), or a directory holding a
-    `checkpoint` state file.
-
-    Raises:
-        FileNotFoundError: naming `path`, if none of these exists.
-    """
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        latest = _import_tensorflow(path).train.latest_checkpoint(path)
-        if latest is None:
-            raise FileNotFoundError(f"TF-Slim checkpoint not found: directory {path!r} holds none")
-        return latest
-    prefix = path
-    if prefix.endswith(".index"):
-        prefix = prefix[: -len(".index")]
-    prefix = _DATA_SHARD.sub("", prefix)
-    if os.path.isfile(prefix) or os.path.isfile(prefix + ".index"):
-        return prefix
-    raise FileNotFoundError(
-        f"TF-Slim checkpoint not found: {path!r} (neither a checkpoint file nor the "
-        f"prefix of {prefix + '.index'!r})"
-    )
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Every tensor of a TensorFlow checkpoint, as numpy arrays (float32 for floats).
-
-    Args:
-        path: str or PathLike. See `checkpoint_prefix` for the accepted forms.
-
-    Returns:
-        dict of variable name (e.g. `"InceptionV3/Conv2d_1a_3x3/weights"`) to array.
-
-    Raises:
-        FileNotFoundError: if there is no checkpoint at `path`.
-        ImportError: if TensorFlow is not installed.
-        ValueError: one line naming the file (and the tensor, if one fails to read) for
-            a file that is not a readable checkpoint.
-
-    Example:
-    >>> state = read_checkpoint("inception_v3.ckpt")  # doctest: +SKIP
-    >>> state["InceptionV3/Conv2d_1a_3x3/weights"].shape  # doctest: +SKIP
-    (3, 3, 3, 32)
-    """
-    path = os.fspath(path)
-    if not os.path.isdir(path):
-        checkpoint_prefix(path)  # FileNotFoundError before TensorFlow is needed
-        if path.lower().endswith((".tar.gz", ".tgz", ".tar")):
-            raise ValueError(
-                f"{path!r} is an archive: unpack it (`tar xzf`) and pass the "
-                "inception_vN.ckpt inside"
-            )
-    tf = _import_tensorflow(path)
-    prefix = checkpoint_prefix(path)
-    try:
-        reader = tf.train.load_checkpoint(prefix)
-        names = sorted(reader.get_variable_to_shape_map())
-    except Exception as err:  # noqa: BLE001 - TF's many error types become one line
-        raise ValueError(
-            f"could not read {path!r} as a TensorFlow checkpoint: {one_line(err)}"
-        ) from None
-    state = {}
-    for name in names:
-        try:
-            value = np.asarray(reader.get_tensor(name))
-        except Exception as err:  # noqa: BLE001
-            raise ValueError(
-                f"could not read tensor {name!r} from {path!r} (truncated or corrupt "
-                f"checkpoint?): {one_line(err)}"
-            ) from None
-        if np.issubdtype(value.dtype, np.floating):
-            value = value.astype("float32")
-        state[name] = value
-    if not state:
-        raise ValueError(f"{path!r} holds no tensors")
-    return state
-
-
-# --- architecture -------------------------------------------------------------------------
-
-
-def builder_kwargs(
-    name: str,
-    *,
-    include_background: bool = True,
-    aux_logits: bool = False,
-    input_shape: tuple | None = None,
-    classifier_activation: str | None = None,
-    include_top: bool = True,
-    pooling: str | None = None,
-    classes: int | None = None,
-) -> dict[str, Any]:
-    """The keyword arguments of the Keras builder that give TF-Slim's network `name`
-    (see `from_slim` for the arguments). `classes` defaults to 1001, or 1000 without
-    the background class."""
-    _check_name(name)
-    if aux_logits and name != "inception_v3":
-        raise ValueError(
-            f"TF-Slim's {name} has no auxiliary head (only inception_v3 has one); "
-            f"received aux_logits={aux_logits!r}"
-        )
-    if aux_logits and not include_top:
-        raise ValueError(
-            f"aux_logits=True needs include_top=True; received include_top={include_top!r}"
-        )
-    kwargs: dict[str, Any] = dict(SLIM_OPTIONS[name])
-    if aux_logits:
-        kwargs["aux_logits"] = True
-    if input_shape is not None:
-        kwargs["input_shape"] = tuple(input_shape)
-    if include_top:
-        if classes is None:
-            classes = IMAGENET_CLASSES_WITH_BACKGROUND - (0 if include_background else 1)
-        kwargs["classes"] = int(classes)
-        kwargs["classifier_activation"] = classifier_activation
-    else:
-        kwargs["include_top"] = False
-        if pooling is not None:
-            kwargs["pooling"] = pooling
-    return kwargs
-
-
-def builder_call(name: str, **kwargs) -> str:
-    """The Python expression that builds the same Keras architecture as
-    `convert(name, path, **kwargs)`; add `weights="file.weights.h5"` to load converted
-    weights.
-
-    Example:
-    >>> builder_call("inception_v1")
-    'keras_inception.build_googlenet(branch5x5_kernel=3, pool5_kernel=2, classes=1001, classifier_activation=None)'
-    """
-    arguments = ", ".join(
-        f"{key}={value!r}" for key, value in builder_kwargs(name, **kwargs).items()
-    )
-    return f"keras_inception.{BUILDERS[name]}({arguments})"
-
-
-def build(name: str, **kwargs) -> keras.Model:
-    """Builds TF-Slim's architecture `name` in Keras, with random weights."""
-    import keras_inception
-
-    return getattr(keras_inception, BUILDERS[name])(**builder_kwargs(name, **kwargs))
 
 
 def slim_scope(name: str, layer_name: str) -> str:
@@ -397,7 +241,7 @@ def slim_scope(name: str, layer_name: str) -> str:
     Raises:
         ValueError: for a layer TF-Slim's network does not have.
     """
-    _check_name(name)
+    CONVERTER.check_name(name)
     root = ROOTS[name]
     if layer_name in ("predictions", "main"):
         return f"{root}/{LOGITS[name]}"
@@ -419,9 +263,6 @@ def slim_scope(name: str, layer_name: str) -> str:
     raise ValueError(f"Keras layer {layer_name!r} has no counterpart in TF-Slim's {name}")
 
 
-# --- assignment ---------------------------------------------------------------------------
-
-
 def _dense_kernel(drop_background: bool) -> Callable[[np.ndarray], np.ndarray]:
     """TF-Slim's 1x1 logits conv `(1, 1, in, classes)` -> Dense `(in, classes)`."""
 
@@ -438,143 +279,92 @@ def _drop_first(array: np.ndarray) -> np.ndarray:
     return array[1:] if array.ndim == 1 else array
 
 
-def plan(name: str, model: keras.Model, *, include_background: bool = True) -> dict[str, Source]:
-    """Keras weight path -> checkpoint tensor (`Source`) for every weight of `model`."""
-    _check_name(name)
-    sources: dict[str, Source] = {}
-    for layer in model.layers:
-        if not layer.weights:
-            continue
-        if isinstance(layer, keras.layers.SeparableConv2D):
-            base = slim_scope(name, layer.name.removesuffix("_conv"))
-            sources[layer.depthwise_kernel.path] = Source(f"{base}/depthwise_weights")
-            sources[layer.pointwise_kernel.path] = Source(f"{base}/pointwise_weights")
-            if layer.bias is not None:
-                sources[layer.bias.path] = Source(f"{base}/biases")
-        elif isinstance(layer, keras.layers.Conv2D):
-            base = slim_scope(name, layer.name.removesuffix("_conv"))
-            sources[layer.kernel.path] = Source(f"{base}/weights")
-            if layer.bias is not None:
-                sources[layer.bias.path] = Source(f"{base}/biases")
-        elif isinstance(layer, keras.layers.BatchNormalization):
-            base = slim_scope(name, layer.name.removesuffix("_bn")) + "/BatchNorm"
-            if layer.gamma is not None:  # TF-Slim's batch norm has none: gamma = 1
-                sources[layer.gamma.path] = Source(f"{base}/gamma", fill=1.0)
-            for attribute in ("beta", "moving_mean", "moving_variance"):
-                variable = getattr(layer, attribute)
-                sources[variable.path] = Source(f"{base}/{attribute}")
-        elif isinstance(layer, keras.layers.Dense):
-            base = slim_scope(name, layer.name)
-            drop = not include_background
-            sources[layer.kernel.path] = Source(f"{base}/weights", _dense_kernel(drop))
-            sources[layer.bias.path] = Source(f"{base}/biases", _drop_first if drop else None)
-        else:
+class Slim(Converter):
+    """TF-Slim's inception_v1/v2/v3 checkpoints (`<Root>/<scope>/weights`, `.../biases`,
+    `.../BatchNorm/{beta,moving_mean,moving_variance}`; no gamma: it is set to 1).
+
+    Examples:
+    >>> CONVERTER.description("inception_v2")
+    'a TF-Slim inception_v2 checkpoint'
+    """
+
+    label = "TF-Slim"
+    file_kind = "checkpoint"
+    builders = BUILDERS
+    options = SLIM_OPTIONS
+    markers = MappingProxyType({name: f"{root}/" for name, root in ROOTS.items()})
+    aux_prefixes = MappingProxyType({"inception_v3": ("InceptionV3/AuxLogits/",)})
+    classifier_prefixes = MappingProxyType(
+        {name: (f"{root}/Logits/",) for name, root in ROOTS.items()}
+    )
+    classifier_key = MappingProxyType(
+        {name: f"{ROOTS[name]}/{LOGITS[name]}/weights" for name in MODELS}
+    )
+    classes_axis = -1  # the 1x1 logits conv's (1, 1, in, classes)
+    tensor_names = MappingProxyType(
+        {
+            "separable_conv": {
+                "depthwise_kernel": "{}/depthwise_weights",
+                "pointwise_kernel": "{}/pointwise_weights",
+                "bias": "{}/biases",
+            },
+            "conv": {"kernel": "{}/weights", "bias": "{}/biases"},
+            "batch_norm": batch_norm_names("{}/BatchNorm/"),
+            "dense": {"kernel": "{}/weights", "bias": "{}/biases"},
+        }
+    )
+    extra_options = MappingProxyType({"include_background": True})
+
+    def read(self, path: str) -> dict[str, np.ndarray]:
+        return read_checkpoint(path)
+
+    def scope(self, name: str, layer_name: str) -> str:
+        return slim_scope(name, layer_name)
+
+    def ignored(self, key: str) -> bool:
+        return key in _NON_MODEL or key.rsplit("/", 1)[-1] in _SLOTS
+
+    def validate(self, name: str, *, aux_logits: bool, include_top: bool, **options: Any) -> None:
+        if aux_logits and name != "inception_v3":
             raise ValueError(
-                f"layer {layer.name!r} ({type(layer).__name__}) has weights but no TF-Slim "
-                "counterpart"
+                f"TF-Slim's {name} has no auxiliary head (only inception_v3 has one); "
+                f"received aux_logits={aux_logits!r}"
             )
-    return sources
+
+    def default_classes(self, *, include_background: bool = True) -> int:
+        return IMAGENET_CLASSES_WITH_BACKGROUND - (0 if include_background else 1)
+
+    def file_classes(
+        self, name: str, state: Mapping, path: str, *, include_background: bool = True
+    ) -> int:
+        classes = super().file_classes(name, state, path)
+        if include_background:
+            return classes
+        if classes != IMAGENET_CLASSES_WITH_BACKGROUND:
+            raise ValueError(
+                "include_background=False drops class 0 of TF-Slim's 1001 ImageNet "
+                f"outputs; {path!r} has {classes} classes"
+            )
+        return classes - 1
+
+    def source(
+        self, name: str, layer, attribute: str, key: str, *, include_background: bool = True
+    ) -> Source:
+        if attribute == "gamma":  # TF-Slim's batch norm has none: gamma = 1
+            return Source(key, fill=1.0)
+        if not isinstance(layer, keras.layers.Dense):
+            return Source(key)
+        if attribute == "kernel":
+            return Source(key, _dense_kernel(not include_background))
+        return Source(key, None if include_background else _drop_first)
 
 
-def detect(state: Mapping[str, np.ndarray]) -> str | None:
-    """The TF-Slim net whose variables `state` holds (by top-level scope), or None."""
-    for name, root in ROOTS.items():
-        if any(key.startswith(root + "/") for key in state):
-            return name
-    return None
-
-
-def summarize(names: list[str]) -> str:
-    """`"global_step x1, AuxLogits/* x10"`-style summary of skipped tensor names."""
-    groups: dict[str, int] = {}
-    for key in names:
-        parts = key.split("/")
-        if parts[-1] in _SLOTS:
-            group = f"*/{parts[-1]}"
-        elif "AuxLogits" in parts:
-            group = "AuxLogits/*"
-        elif "Logits" in parts:
-            group = "Logits/*"
-        else:
-            group = key
-        groups[group] = groups.get(group, 0) + 1
-    return ", ".join(f"{group} x{count}" for group, count in groups.items()) or "none"
-
-
-def convert(
-    name: str,
-    path: str | os.PathLike,
-    *,
-    include_background: bool = True,
-    aux_logits: bool = False,
-    input_shape: tuple | None = None,
-    classifier_activation: str | None = None,
-    include_top: bool = True,
-    pooling: str | None = None,
-) -> tuple[keras.Model, list[str]]:
-    """`from_slim`, also returning the names of the skipped checkpoint tensors
-    (`global_step`, optimizer slots, moving-average shadows, and the auxiliary head or
-    the classifier when they are not asked for). The interface every
-    `keras_inception.pretrained` source module shares with the command line
-    (`python -m keras_inception.convert`)."""
-    _check_name(name)
-    path = os.fspath(path)
-    builder_kwargs(name, aux_logits=aux_logits, include_top=include_top)  # validates
-    state = read_checkpoint(path)
-    found = detect(state)
-    if found != name:
-        kind = f"TF-Slim's {found}" if found else "no TF-Slim Inception we know"
-        raise ValueError(
-            f"{path!r} is not a TF-Slim {name} checkpoint: it has no {ROOTS[name]}/* "
-            f"tensors (it looks like {kind})"
-        )
-    root = ROOTS[name]
-    classes = None
-    if include_top:
-        logits = f"{root}/{LOGITS[name]}/weights"
-        if logits not in state:
-            raise ValueError(f"{path!r} has no classifier tensor {logits!r}")
-        classes = int(state[logits].shape[-1])
-        if not include_background:
-            if classes != IMAGENET_CLASSES_WITH_BACKGROUND:
-                raise ValueError(
-                    "include_background=False drops class 0 of TF-Slim's 1001 ImageNet "
-                    f"outputs; {path!r} has {classes} classes"
-                )
-            classes -= 1
-    if aux_logits and not any(key.startswith(f"{root}/AuxLogits/") for key in state):
-        raise ValueError(
-            f"{path!r} has no auxiliary head tensors ({root}/AuxLogits/*); pass aux_logits=False"
-        )
-    model = build(
-        name,
-        include_background=include_background,
-        aux_logits=aux_logits,
-        input_shape=input_shape,
-        classifier_activation=classifier_activation,
-        include_top=include_top,
-        pooling=pooling,
-        classes=classes,
-    )
-
-    def skip(key: str) -> bool:
-        parts = key.split("/")
-        return (
-            key in _NON_MODEL
-            or parts[-1] in _SLOTS
-            or (not aux_logits and key.startswith(f"{root}/AuxLogits/"))
-            or (not include_top and key.startswith(f"{root}/Logits/"))
-        )
-
-    skipped = assign(
-        model,
-        state,
-        plan(name, model, include_background=include_background),
-        path=path,
-        skip=skip,
-        description=f"a TF-Slim {name} checkpoint",
-    )
-    return model, skipped
+CONVERTER = Slim()
+# The converter's methods that callers used as this module's functions.
+builder_kwargs = CONVERTER.builder_kwargs
+builder_call = CONVERTER.builder_call
+plan = CONVERTER.plan
+convert = CONVERTER.convert
 
 
 def from_slim(
@@ -639,7 +429,7 @@ def from_slim(
     >>> x = preprocess_input(images, "slim")  # doctest: +SKIP
     >>> decode_predictions(model.predict(x))  # doctest: +SKIP
     """
-    model, _ = convert(
+    model, _ = CONVERTER.convert(
         name,
         checkpoint,
         include_background=include_background,

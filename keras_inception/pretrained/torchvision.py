@@ -8,7 +8,8 @@ torchvision publishes Google's ImageNet weights of both networks:
 | inception_v3 | https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth | 77.294% |
 
 `from_torchvision(name, path)` builds the matching Keras model (`builder_kwargs`) and
-assigns the state dict strictly (`keras_inception.pretrained.common.assign`). The
+assigns the state dict strictly, by the names of `Torchvision`, a
+`keras_inception.pretrained.converter.Converter`. The
 model's outputs equal those of the torchvision model in eval mode on the same images
 (NHWC here, NCHW there).
 
@@ -22,50 +23,58 @@ are permuted, so the Keras model stays a plain graph.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import keras
 import numpy as np
 
+from keras_inception.googlenet import build_googlenet
+from keras_inception.inception_v3 import build_inception_v3
 from keras_inception.pretrained.common import (
     Source,
-    assign,
     conv_kernel,
     dense_kernel,
     read_state_dict,
 )
+from keras_inception.pretrained.converter import Converter, batch_norm_names, warn_caller
 
-MODELS = ("googlenet", "inception_v3")
-
-# One tensor that only each network's state dict holds.
-MARKERS = {
-    "googlenet": "inception3a.branch1.conv.weight",
-    "inception_v3": "Mixed_5b.branch1x1.conv.weight",
-}
+# One tensor prefix that only each network's state dict holds.
+MARKERS: Mapping[str, str] = MappingProxyType(
+    {
+        "googlenet": "inception3a.branch1.conv.weight",
+        "inception_v3": "Mixed_5b.branch1x1.conv.weight",
+    }
+)
 
 # Prefix of the auxiliary heads' tensors.
-AUX_PREFIXES = {"googlenet": ("aux1.", "aux2."), "inception_v3": ("AuxLogits.",)}
+AUX_PREFIXES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"googlenet": ("aux1.", "aux2."), "inception_v3": ("AuxLogits.",)}
+)
 
 # The builder options that make each Keras builder torchvision's network.
-TORCHVISION_OPTIONS: Mapping[str, Mapping[str, Any]] = {
-    "googlenet": {
-        "branch5x5_kernel": 3,
-        "padding": "torch",
-        "pool5_kernel": 2,
-        "aux_pool": "torch",
-        "dropout": 0.2,
-    },
-    "inception_v3": {
-        "bn_scale": True,
-        "count_include_pad": True,
-        "aux_pool": "torch",
-        "dropout": 0.5,
-    },
-}
-
-BUILDERS = {"googlenet": "build_googlenet", "inception_v3": "build_inception_v3"}
+TORCHVISION_OPTIONS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
+    {
+        "googlenet": MappingProxyType(
+            {
+                "branch5x5_kernel": 3,
+                "padding": "torch",
+                "pool5_kernel": 2,
+                "aux_pool": "torch",
+                "dropout": 0.2,
+            }
+        ),
+        "inception_v3": MappingProxyType(
+            {
+                "bn_scale": True,
+                "count_include_pad": True,
+                "aux_pool": "torch",
+                "dropout": 0.5,
+            }
+        ),
+    }
+)
 
 # Keras layer name (stem) or module part -> torch module path.
 _GOOGLENET_STEM = {"conv1": "conv1", "conv2_3x3_reduce": "conv2", "conv2_3x3": "conv3"}
@@ -131,103 +140,12 @@ _V3_C_PARTS = {"3x3_reduce": "branch3x3_1", "3x3dbl_1": "branch3x3dbl_2"}
 _V3_AUX_PARTS = {"1x1": "conv0", "5x5": "conv1", "": "fc"}
 
 
-def _check_name(name: str) -> None:
-    if name not in MODELS:
-        raise ValueError(f"unknown torchvision model {name!r}; available: {list(MODELS)}")
-
-
-def builder_kwargs(
-    name: str,
-    *,
-    transform_input: bool = False,
-    aux_logits: bool = False,
-    input_shape: tuple | None = None,
-    classifier_activation: str | None = None,
-    include_top: bool = True,
-    pooling: str | None = None,
-    classes: int = 1000,
-) -> dict[str, Any]:
-    """The keyword arguments of `build_googlenet` / `build_inception_v3` that give
-    torchvision's network (see `from_torchvision` for the arguments)."""
-    _check_name(name)
-    kwargs: dict[str, Any] = dict(TORCHVISION_OPTIONS[name])
-    if transform_input:
-        kwargs["transform_input"] = True
-    if aux_logits:
-        kwargs["aux_logits"] = True
-    if input_shape is not None:
-        kwargs["input_shape"] = tuple(input_shape)
-    if include_top:
-        kwargs["classes"] = int(classes)
-        kwargs["classifier_activation"] = classifier_activation
-    else:
-        kwargs["include_top"] = False
-        if pooling is not None:
-            kwargs["pooling"] = pooling
-    return kwargs
-
-
-def builder_call(
-    name: str,
-    *,
-    transform_input: bool = False,
-    aux_logits: bool = False,
-    input_shape: tuple | None = None,
-    classifier_activation: str | None = None,
-    include_top: bool = True,
-    pooling: str | None = None,
-    classes: int = 1000,
-) -> str:
-    """The Python expression that builds the same Keras architecture as
-    `convert(name, path, **kwargs)`, e.g. `"keras_inception.build_googlenet(...)"`.
-
-    Pass `weights="file.weights.h5"` in the call to load converted weights. `classes`
-    is the file's (`fc.weight`'s rows; 1000 for the published files).
-
-    Example:
-    >>> builder_call("inception_v3", transform_input=True)
-    "keras_inception.build_inception_v3(bn_scale=True, count_include_pad=True, aux_pool='torch', dropout=0.5, transform_input=True, classes=1000, classifier_activation=None)"
-    """
-    kwargs = builder_kwargs(
-        name,
-        transform_input=transform_input,
-        aux_logits=aux_logits,
-        input_shape=input_shape,
-        classifier_activation=classifier_activation,
-        include_top=include_top,
-        pooling=pooling,
-        classes=classes,
-    )
-    arguments = ", ".join(f"{key}={value!r}" for key, value in kwargs.items())
-    return f"keras_inception.{BUILDERS[name]}({arguments})"
-
-
-def build(name: str, **kwargs) -> keras.Model:
-    """Builds torchvision's architecture `name` in Keras, with random weights."""
-    import keras_inception
-
-    return getattr(keras_inception, BUILDERS[name])(**builder_kwargs(name, **kwargs))
-
-
-def detect(state: Mapping[str, np.ndarray]) -> str | None:
-    """The torchvision model a state dict belongs to, or None."""
-    for name, marker in MARKERS.items():
-        if marker in state:
-            return name
-    return None
-
-
-def _split(layer_name: str) -> tuple[str, str]:
-    module, _, part = layer_name.partition("_")
-    return module, part
-
-
 def _module_path(name: str, layer_name: str) -> str:
     """torch module path of the Keras conv/BN block or dense layer `layer_name` (the
     name without its `_conv`/`_bn` suffix)."""
     if layer_name in ("main", "predictions"):
         return "fc"
-    module, part = _split(layer_name)
+    module, _, part = layer_name.partition("_")
     if name == "googlenet":
         if layer_name in _GOOGLENET_STEM:
             return _GOOGLENET_STEM[layer_name]
@@ -253,121 +171,81 @@ def _aux_fc1_kernel(array: np.ndarray) -> np.ndarray:
     return array.reshape(1024, 128, 4, 4).transpose(2, 3, 1, 0).reshape(2048, 1024)
 
 
-def plan(name: str, model: keras.Model) -> dict[str, Source]:
-    """Keras weight path -> torch tensor (`Source`) for every weight of `model`."""
-    _check_name(name)
-    sources: dict[str, Source] = {}
-    for layer in model.layers:
-        if not layer.weights:
-            continue
-        if isinstance(layer, keras.layers.Conv2D):
-            base = _module_path(name, layer.name.removesuffix("_conv"))
-            sources[layer.kernel.path] = Source(f"{base}.conv.weight", conv_kernel)
-        elif isinstance(layer, keras.layers.BatchNormalization):
-            base = _module_path(name, layer.name.removesuffix("_bn")) + ".bn"
-            for attribute, key in (
-                ("gamma", "weight"),
-                ("beta", "bias"),
-                ("moving_mean", "running_mean"),
-                ("moving_variance", "running_var"),
-            ):
-                variable = getattr(layer, attribute, None)
-                if variable is not None:
-                    sources[variable.path] = Source(f"{base}.{key}")
-        elif isinstance(layer, keras.layers.Dense):
-            base = _module_path(name, layer.name)
-            transform = (
-                _aux_fc1_kernel
-                if name == "googlenet" and layer.name.endswith("_fc")
-                else dense_kernel
-            )
-            sources[layer.kernel.path] = Source(f"{base}.weight", transform)
-            sources[layer.bias.path] = Source(f"{base}.bias")
-        else:
-            raise ValueError(
-                f"layer {layer.name!r} ({type(layer).__name__}) has weights but no "
-                f"torchvision counterpart"
-            )
-    return sources
+class Torchvision(Converter):
+    """torchvision's `googlenet` and `inception_v3` state dicts (`BasicConv2d` blocks:
+    `<module>.conv.weight`, `<module>.bn.{weight,bias,running_mean,running_var}`).
 
+    Examples:
+    >>> CONVERTER.scope("inception_v3", "mixed7b_3x3dbl_1x3")
+    'Mixed_7b.branch3x3dbl_3a'
+    """
 
-def convert(
-    name: str,
-    path: str | os.PathLike,
-    *,
-    transform_input: bool = False,
-    aux_logits: bool = False,
-    input_shape: tuple | None = None,
-    classifier_activation: str | None = None,
-    include_top: bool = True,
-    pooling: str | None = None,
-    _stacklevel: int = 2,
-) -> tuple[keras.Model, list[str]]:
-    """`from_torchvision`, also returning the names of the skipped source tensors
-    (`num_batches_tracked`, and the auxiliary heads or the classifier when they are
-    not asked for). The interface every `keras_inception.pretrained` source module
-    shares with the command line (`python -m keras_inception.convert`)."""
-    _check_name(name)
-    path = os.fspath(path)
-    if aux_logits and not include_top:
-        raise ValueError(
-            f"aux_logits=True needs include_top=True; received include_top={include_top!r}"
-        )
-    state = read_state_dict(path)
-    found = detect(state)
-    if found != name:
-        kind = f"a torchvision {found} state dict" if found else "no torchvision model we know"
-        raise ValueError(
-            f"{path!r} is not a torchvision {name} state dict: it lacks tensor "
-            f"{MARKERS[name]!r} (it looks like {kind})"
-        )
-    classes = 1000
-    if include_top:
-        if "fc.weight" not in state:
-            raise ValueError(f"{path!r} has no classifier tensor 'fc.weight'")
-        classes = int(state["fc.weight"].shape[0])
-    aux_prefixes = AUX_PREFIXES[name]
-    if aux_logits:
-        missing = [p for p in aux_prefixes if not any(k.startswith(p) for k in state)]
-        if missing:
+    label = "torchvision"
+    builders = MappingProxyType({"googlenet": build_googlenet, "inception_v3": build_inception_v3})
+    options = TORCHVISION_OPTIONS
+    markers = MARKERS
+    aux_prefixes = AUX_PREFIXES
+    classifier_prefixes = MappingProxyType(dict.fromkeys(MARKERS, ("fc.",)))
+    classifier_key = MappingProxyType(dict.fromkeys(MARKERS, "fc.weight"))
+    classes_axis = 0  # torch's (out, in)
+    tensor_names = MappingProxyType(
+        {
+            "conv": {"kernel": "{}.conv.weight"},
+            "batch_norm": batch_norm_names(
+                "{}.bn.",
+                gamma="weight",
+                beta="bias",
+                moving_mean="running_mean",
+                moving_variance="running_var",
+            ),
+            "dense": {"kernel": "{}.weight", "bias": "{}.bias"},
+        }
+    )
+    extra_options = MappingProxyType({"transform_input": False})
+
+    def read(self, path: str) -> dict[str, np.ndarray]:
+        return read_state_dict(path)
+
+    def scope(self, name: str, layer_name: str) -> str:
+        try:
+            return _module_path(name, layer_name)
+        except KeyError:
             raise ValueError(
-                f"{path!r} has no auxiliary head tensors ({missing[0]}*); pass aux_logits=False"
-            )
+                f"Keras layer {layer_name!r} has no counterpart in torchvision's {name}"
+            ) from None
+
+    def ignored(self, key: str) -> bool:
+        return key.endswith(".num_batches_tracked")
+
+    def option_kwargs(self, *, transform_input: bool = False) -> dict[str, Any]:
+        return {"transform_input": True} if transform_input else {}
+
+    def source(self, name: str, layer, attribute: str, key: str, **options: Any) -> Source:
+        if attribute != "kernel":
+            return Source(key)
+        if not isinstance(layer, keras.layers.Dense):
+            return Source(key, conv_kernel)
+        if name == "googlenet" and layer.name.endswith("_fc"):
+            return Source(key, _aux_fc1_kernel)
+        return Source(key, dense_kernel)
+
+    def check_aux(self, name: str, state: Mapping, path: str) -> None:
+        super().check_aux(name, state, path)
         if name == "googlenet":
-            warnings.warn(
+            warn_caller(
                 "the auxiliary heads of torchvision's published GoogLeNet weights "
                 "(googlenet-1378be20.pth) are not trained (torchvision says so too): "
-                "their outputs mean nothing until you train them",
-                UserWarning,
-                stacklevel=_stacklevel,
+                "their outputs mean nothing until you train them"
             )
-    model = build(
-        name,
-        transform_input=transform_input,
-        aux_logits=aux_logits,
-        input_shape=input_shape,
-        classifier_activation=classifier_activation,
-        include_top=include_top,
-        pooling=pooling,
-        classes=classes,
-    )
 
-    def skip(key: str) -> bool:
-        return (
-            key.endswith(".num_batches_tracked")
-            or (not aux_logits and key.startswith(aux_prefixes))
-            or (not include_top and key.startswith("fc."))
-        )
 
-    skipped = assign(
-        model,
-        state,
-        plan(name, model),
-        path=path,
-        skip=skip,
-        description=f"a torchvision {name} state dict",
-    )
-    return model, skipped
+CONVERTER = Torchvision()
+MODELS = CONVERTER.models
+# The converter's methods that callers used as this module's functions.
+builder_kwargs = CONVERTER.builder_kwargs
+builder_call = CONVERTER.builder_call
+plan = CONVERTER.plan
+convert = CONVERTER.convert
 
 
 def from_torchvision(
@@ -424,7 +302,7 @@ def from_torchvision(
     >>> x = preprocess_input(images, "torchvision")  # doctest: +SKIP
     >>> decode_predictions(model.predict(x))  # doctest: +SKIP
     """
-    model, _ = convert(
+    model, _ = CONVERTER.convert(
         name,
         path,
         transform_input=transform_input,
@@ -433,6 +311,5 @@ def from_torchvision(
         classifier_activation=classifier_activation,
         include_top=include_top,
         pooling=pooling,
-        _stacklevel=3,  # the warning points at the caller of from_torchvision
     )
     return model
