@@ -10,6 +10,7 @@ shared and noisy, so an absolute time alone means little.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import statistics
 import sys
@@ -57,6 +58,10 @@ DEMO_MODELS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
 )  # fmt: skip
 DEMO_BATCH_SIZES: Mapping[str, int] = MappingProxyType(
     {"googlenet_demo": 256, "googlenet_demo_aux": 128}
+)
+# The option giving each demo model's batch, in the scripts that run several models.
+DEMO_BATCH_OPTIONS: Mapping[str, str] = MappingProxyType(
+    {"googlenet_demo": "--demo-batch-size", "googlenet_demo_aux": "--demo-aux-batch-size"}
 )
 
 
@@ -162,18 +167,48 @@ def run_and_report(
     args: argparse.Namespace,
     run: Callable[[argparse.Namespace], list[dict]],
     columns: Sequence[str],
-    describe: Callable[[argparse.Namespace, float], str],
+    describe: Callable[[argparse.Namespace, float], str] | str,
 ) -> list[dict]:
     """A script's `main` once its arguments are parsed: prints the machine lines, runs
     `run(args)`, prints `describe(args, seconds the run took)`, `CPU_NOTE` and the table of
-    the rows' `columns`; returns the rows."""
+    the rows' `columns`; returns the rows. A `describe` string is a `str.format` template
+    of the arguments' names and `seconds`."""
     print(machine_description())
     start = time.perf_counter()
     rows = run(args)
-    print(describe(args, time.perf_counter() - start))
+    seconds = time.perf_counter() - start
+    if isinstance(describe, str):
+        print(describe.format(**vars(args), seconds=seconds))
+    else:
+        print(describe(args, seconds))
     print(CPU_NOTE)
     print(format_table(rows, columns))
     return rows
+
+
+@dataclasses.dataclass(frozen=True)
+class Script:
+    """A benchmark script's command line, for the scripts whose `parse_args` only parses:
+    `parse_args(argv)` with `build_parser()`, and `main(argv)`, which parses and then
+    `run_and_report`s (`describe`: the lines above the table, see there).
+
+    Example:
+    >>> script = Script(lambda: new_parser("demo", "A demo."), lambda args: [], ["a"], "x")
+    >>> script.parse_args([])
+    Namespace()
+    """
+
+    build_parser: Callable[[], argparse.ArgumentParser]
+    run: Callable[[argparse.Namespace], list[dict]]
+    columns: Sequence[str]
+    describe: Callable[[argparse.Namespace, float], str] | str
+
+    def parse_args(self, argv: Sequence[str] | None = None) -> argparse.Namespace:
+        return self.build_parser().parse_args(argv)
+
+    def main(self, argv: Sequence[str] | None = None) -> list[dict]:
+        """Parses `argv`, runs, prints the machine lines and the table; returns the rows."""
+        return run_and_report(self.parse_args(argv), self.run, self.columns, self.describe)
 
 
 def format_table(rows: list[dict], columns: Sequence[str] | None = None) -> str:
@@ -302,6 +337,25 @@ def add_deprecated_alias(
         help=argparse.SUPPRESS,
         **kwargs,
     )
+
+
+def add_models(
+    parser: argparse.ArgumentParser,
+    models: Sequence[str],
+    default: Sequence[str],
+    help: str = "models to run",
+) -> None:
+    """`--models NAME [NAME ...]` (dest `models`): some of `models`; `default` without it."""
+    parser.add_argument("--models", nargs="+", default=list(default), choices=models, help=help)
+
+
+def add_demo_batch_sizes(parser: argparse.ArgumentParser) -> None:
+    """`--demo-batch-size` and `--demo-aux-batch-size` (`DEMO_BATCH_OPTIONS`): the batch of
+    each demo model, `DEMO_BATCH_SIZES` by default."""
+    for name, option in DEMO_BATCH_OPTIONS.items():
+        parser.add_argument(
+            option, type=positive_int, default=DEMO_BATCH_SIZES[name], help=f"{name}'s batch"
+        )
 
 
 def add_width_multiplier(

@@ -227,27 +227,14 @@ def run(args: argparse.Namespace) -> list[dict]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = common.new_parser("fused_bn", __doc__)
-    parser.add_argument(
-        "--models", nargs="+", default=list(DEFAULT_MODELS), choices=MODELS, help="models to run"
-    )
+    common.add_models(parser, MODELS, DEFAULT_MODELS)
     parser.add_argument(
         "--batch-size", type=common.positive_int, default=32, help="InceptionV3's batch"
     )
     parser.add_argument(
         "--image-size", type=common.positive_int, default=299, help="InceptionV3's input"
     )
-    parser.add_argument(
-        "--demo-batch-size",
-        type=common.positive_int,
-        default=common.DEMO_BATCH_SIZES["googlenet_demo"],
-        help="googlenet_demo's batch",
-    )
-    parser.add_argument(
-        "--demo-aux-batch-size",
-        type=common.positive_int,
-        default=common.DEMO_BATCH_SIZES["googlenet_demo_aux"],
-        help="googlenet_demo_aux's batch",
-    )
+    common.add_demo_batch_sizes(parser)
     parser.add_argument(
         "--optimizer",
         choices=("sgd", "adamw"),

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 if not __package__:  # run by path (`python benchmarks/models.py`): import from the repo root,
@@ -240,12 +239,8 @@ def _run(args: argparse.Namespace) -> list[dict]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = common.new_parser("models", __doc__)
-    parser.add_argument(
-        "--models",
-        nargs="+",
-        default=list(DEFAULT_MODELS),
-        choices=MODELS,
-        help="models to run; each one's baseline is added",
+    common.add_models(
+        parser, MODELS, DEFAULT_MODELS, help="models to run; each one's baseline is added"
     )
     parser.add_argument("--batch-size", type=common.positive_int, default=16, help="batch size")
     common.add_image_size(parser, "--v3-image-size", 299, "the V3s and V2", old="--v3-size")
@@ -273,22 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
-
-
-def describe(args: argparse.Namespace, seconds: float) -> str:
-    """The lines above the table: the run's settings and conventions."""
-    return (
-        f"policy {args.policy}; batch {args.batch_size}; {args.rounds} rounds x {args.steps} "
-        f"steps after {args.warmup} warm-up; medians; ratios are per round against the "
-        f"baseline column.\n{common.FLOP_CONVENTION}"
-    )
-
-
-def main(argv: Sequence[str] | None = None) -> list[dict]:
-    """Parses `argv`, runs, prints the machine line and the table; returns the rows."""
-    return common.run_and_report(parse_args(argv), run, COLUMNS, describe)
+# The lines above the table: the run's settings and conventions.
+DESCRIPTION = (
+    "policy {policy}; batch {batch_size}; {rounds} rounds x {steps} steps after {warmup} "
+    "warm-up; medians; ratios are per round against the baseline column.\n" + common.FLOP_CONVENTION
+)
+SCRIPT = common.Script(build_parser, run, COLUMNS, DESCRIPTION)
+parse_args, main = SCRIPT.parse_args, SCRIPT.main
 
 
 if __name__ == "__main__":

@@ -396,19 +396,11 @@ def precision_label(policy: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = common.new_parser("peers", __doc__)
-    parser.add_argument(
-        "--models", nargs="+", default=list(DEFAULT_MODELS), choices=MODELS, help="models to run"
-    )
+    common.add_models(parser, MODELS, DEFAULT_MODELS)
     parser.add_argument(
         "--batch-size", type=common.positive_int, default=16, help="googlenet_224's batch"
     )
-    for name in common.DEMO_MODELS:
-        parser.add_argument(
-            SPECS[name].batch_option,
-            type=common.positive_int,
-            default=common.DEMO_BATCH_SIZES[name],
-            help=f"{name}'s batch",
-        )
+    common.add_demo_batch_sizes(parser)
     parser.add_argument("--warmup", type=common.positive_int, default=2, help="untimed steps")
     parser.add_argument(
         "--rounds", type=common.positive_int, default=3, help="ours, NCHW, channels_last rounds"

@@ -310,22 +310,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
-
-
-def describe(args: argparse.Namespace, seconds: float) -> str:
-    """The line above the table: the run's settings and how long it took."""
-    return (
-        f"{args.images} generated 400x300 JPEGs, batch {args.batch_size}, {args.rounds} rounds "
-        f"(pipeline {args.batches} batches, then model {args.steps} steps); medians; "
-        f"ratio = pipeline / against, per round. {seconds:.0f} s."
-    )
-
-
-def main(argv: Sequence[str] | None = None) -> list[dict]:
-    """Parses `argv`, runs, prints the machine line and the table; returns the rows."""
-    return common.run_and_report(parse_args(argv), run, COLUMNS, describe)
+# The line above the table: the run's settings and how long it took.
+DESCRIPTION = (
+    "{images} generated 400x300 JPEGs, batch {batch_size}, {rounds} rounds (pipeline "
+    "{batches} batches, then model {steps} steps); medians; ratio = pipeline / against, "
+    "per round. {seconds:.0f} s."
+)
+SCRIPT = common.Script(build_parser, run, COLUMNS, DESCRIPTION)
+parse_args, main = SCRIPT.parse_args, SCRIPT.main
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 if not __package__:  # run by path (`python benchmarks/precision.py`): import from the repo root,
@@ -229,23 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
-
-
-def describe(args: argparse.Namespace, seconds: float) -> str:
-    """The line above the table: the run's settings and how long it took."""
-    return (
-        f"{args.model} (small stem, width multiplier {args.width_multiplier}), "
-        f"batch {args.batch_size}, "
-        f"{args.epochs} epochs of {args.train_limit} images, epochs interleaved across "
-        f"policies; accuracy on {args.test_limit} test images. {seconds:.0f} s."
-    )
-
-
-def main(argv: Sequence[str] | None = None) -> list[dict]:
-    """Parses `argv`, runs, prints the machine line and the table; returns the rows."""
-    return common.run_and_report(parse_args(argv), run, COLUMNS, describe)
+# The line above the table: the run's settings and how long it took.
+DESCRIPTION = (
+    "{model} (small stem, width multiplier {width_multiplier}), batch {batch_size}, "
+    "{epochs} epochs of {train_limit} images, epochs interleaved across policies; "
+    "accuracy on {test_limit} test images. {seconds:.0f} s."
+)
+SCRIPT = common.Script(build_parser, run, COLUMNS, DESCRIPTION)
+parse_args, main = SCRIPT.parse_args, SCRIPT.main
 
 
 if __name__ == "__main__":

@@ -179,6 +179,32 @@ def _avg_pool_proj(
     return conv_bn_act(x, filters, 1, style=style, name=f"{name}_pool_proj")
 
 
+def _conv_3x3_stride2(x, filters: int, *, style: ConvStyle, padding: str, name: str):
+    """The 3x3/2 convolution that ends a grid reduction's conv branch, padded `padding`."""
+    return conv_bn_act(x, filters, 3, strides=2, padding=padding, style=style, name=name)
+
+
+def _branch_3x3dbl(
+    x, spec: Any, *, style: ConvStyle, strides: int = 1, padding: str = "same", name: str
+):
+    """The 1x1 -> 3x3 -> 3x3 branch of `spec.reduce3x3dbl` and `spec.conv3x3dbl` widths
+    (layers `{name}_3x3dbl_reduce`, `_3x3dbl_1`, `_3x3dbl_2`); the last 3x3 has `strides`
+    and `padding` (a grid reduction's 3x3/2)."""
+    x = conv_bn_act(x, spec.reduce3x3dbl, 1, style=style, name=f"{name}_3x3dbl_reduce")
+    x = conv_bn_act(x, spec.conv3x3dbl, 3, style=style, name=f"{name}_3x3dbl_1")
+    return conv_bn_act(
+        x, spec.conv3x3dbl, 3, strides=strides, padding=padding, style=style,
+        name=f"{name}_3x3dbl_2",
+    )  # fmt: skip
+
+
+def _concat_with_max_pool(x, branches: list, *, padding: str, name: str):
+    """The end of every grid reduction: `branches` and a 3x3/2 max pool of `x` (padded
+    `padding`), concatenated."""
+    pool = layers.MaxPooling2D(3, strides=2, padding=padding, name=f"{name}_pool")(x)
+    return layers.Concatenate(axis=-1, name=f"{name}_concat")([*branches, pool])
+
+
 def apply_inception_v3_a(
     x, spec: V3ModuleA, *, style: ConvStyle, count_include_pad: bool = False, name: str
 ):
@@ -199,9 +225,7 @@ def apply_inception_v3_a(
     branch2 = conv_bn_act(x, spec.reduce5x5, 1, style=style, name=f"{name}_5x5_reduce")
     branch2 = conv_bn_act(branch2, spec.conv5x5, 5, style=style, name=f"{name}_5x5")
 
-    branch3 = conv_bn_act(x, spec.reduce3x3dbl, 1, style=style, name=f"{name}_3x3dbl_reduce")
-    branch3 = conv_bn_act(branch3, spec.conv3x3dbl, 3, style=style, name=f"{name}_3x3dbl_1")
-    branch3 = conv_bn_act(branch3, spec.conv3x3dbl, 3, style=style, name=f"{name}_3x3dbl_2")
+    branch3 = _branch_3x3dbl(x, spec, style=style, name=name)
 
     branch4 = _avg_pool_proj(
         x, spec.pool_proj, style=style, count_include_pad=count_include_pad, name=name
@@ -217,19 +241,10 @@ def apply_inception_v3_reduction_a(
     Branches: 3x3/2 | 1x1 -> 3x3 -> 3x3/2 | 3x3/2 max pool; the stride-2 layers pad
     `padding` ("valid" in InceptionV3: 35 -> 17).
     """
-    branch1 = conv_bn_act(
-        x, spec.conv3x3, 3, strides=2, padding=padding, style=style, name=f"{name}_3x3"
-    )
+    branch1 = _conv_3x3_stride2(x, spec.conv3x3, style=style, padding=padding, name=f"{name}_3x3")
 
-    branch2 = conv_bn_act(x, spec.reduce3x3dbl, 1, style=style, name=f"{name}_3x3dbl_reduce")
-    branch2 = conv_bn_act(branch2, spec.conv3x3dbl, 3, style=style, name=f"{name}_3x3dbl_1")
-    branch2 = conv_bn_act(
-        branch2, spec.conv3x3dbl, 3, strides=2, padding=padding, style=style,
-        name=f"{name}_3x3dbl_2",
-    )  # fmt: skip
-
-    branch3 = layers.MaxPooling2D(3, strides=2, padding=padding, name=f"{name}_pool")(x)
-    return layers.Concatenate(axis=-1, name=f"{name}_concat")([branch1, branch2, branch3])
+    branch2 = _branch_3x3dbl(x, spec, style=style, strides=2, padding=padding, name=name)
+    return _concat_with_max_pool(x, [branch1, branch2], padding=padding, name=name)
 
 
 def apply_inception_v3_b(
@@ -266,21 +281,18 @@ def apply_inception_v3_reduction_b(
     Branches: 1x1 -> 3x3/2 | 1x1 -> 1x7 -> 7x1 -> 3x3/2 | 3x3/2 max pool.
     """
     branch1 = conv_bn_act(x, spec.reduce3x3, 1, style=style, name=f"{name}_3x3_reduce")
-    branch1 = conv_bn_act(
-        branch1, spec.conv3x3, 3, strides=2, padding=padding, style=style, name=f"{name}_3x3"
+    branch1 = _conv_3x3_stride2(
+        branch1, spec.conv3x3, style=style, padding=padding, name=f"{name}_3x3"
     )
 
     c7 = spec.reduce7x7x3
     branch2 = conv_bn_act(x, c7, 1, style=style, name=f"{name}_7x7x3_reduce")
     branch2 = conv_bn_act(branch2, c7, (1, 7), style=style, name=f"{name}_7x7x3_1")
     branch2 = conv_bn_act(branch2, c7, (7, 1), style=style, name=f"{name}_7x7x3_2")
-    branch2 = conv_bn_act(
-        branch2, spec.conv7x7x3, 3, strides=2, padding=padding, style=style,
-        name=f"{name}_7x7x3_3",
-    )  # fmt: skip
-
-    branch3 = layers.MaxPooling2D(3, strides=2, padding=padding, name=f"{name}_pool")(x)
-    return layers.Concatenate(axis=-1, name=f"{name}_concat")([branch1, branch2, branch3])
+    branch2 = _conv_3x3_stride2(
+        branch2, spec.conv7x7x3, style=style, padding=padding, name=f"{name}_7x7x3_3"
+    )
+    return _concat_with_max_pool(x, [branch1, branch2], padding=padding, name=name)
 
 
 def apply_inception_v3_c(
@@ -329,9 +341,7 @@ def apply_bn_inception(
     branch2 = conv_bn_act(x, spec.reduce3x3, 1, style=style, name=f"{name}_3x3_reduce")
     branch2 = conv_bn_act(branch2, spec.conv3x3, 3, style=style, name=f"{name}_3x3")
 
-    branch3 = conv_bn_act(x, spec.reduce3x3dbl, 1, style=style, name=f"{name}_3x3dbl_reduce")
-    branch3 = conv_bn_act(branch3, spec.conv3x3dbl, 3, style=style, name=f"{name}_3x3dbl_1")
-    branch3 = conv_bn_act(branch3, spec.conv3x3dbl, 3, style=style, name=f"{name}_3x3dbl_2")
+    branch3 = _branch_3x3dbl(x, spec, style=style, name=name)
 
     branch4 = _avg_pool_proj(
         x,
@@ -349,17 +359,14 @@ def apply_bn_inception_reduction(x, spec: BNReduction, *, style: ConvStyle, name
 
     Branches: 1x1 -> 3x3/2 | 1x1 -> 3x3 -> 3x3/2 | 3x3/2 max pool.
     """
+    padding = "same"
     branch1 = conv_bn_act(x, spec.reduce3x3, 1, style=style, name=f"{name}_3x3_reduce")
-    branch1 = conv_bn_act(branch1, spec.conv3x3, 3, strides=2, style=style, name=f"{name}_3x3")
-
-    branch2 = conv_bn_act(x, spec.reduce3x3dbl, 1, style=style, name=f"{name}_3x3dbl_reduce")
-    branch2 = conv_bn_act(branch2, spec.conv3x3dbl, 3, style=style, name=f"{name}_3x3dbl_1")
-    branch2 = conv_bn_act(
-        branch2, spec.conv3x3dbl, 3, strides=2, style=style, name=f"{name}_3x3dbl_2"
+    branch1 = _conv_3x3_stride2(
+        branch1, spec.conv3x3, style=style, padding=padding, name=f"{name}_3x3"
     )
 
-    branch3 = layers.MaxPooling2D(3, strides=2, padding="same", name=f"{name}_pool")(x)
-    return layers.Concatenate(axis=-1, name=f"{name}_concat")([branch1, branch2, branch3])
+    branch2 = _branch_3x3dbl(x, spec, style=style, strides=2, padding=padding, name=name)
+    return _concat_with_max_pool(x, [branch1, branch2], padding=padding, name=name)
 
 
 # Module kind -> its apply function; grid reductions -> the padding of their 3x3/2 layers.

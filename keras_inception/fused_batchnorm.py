@@ -139,19 +139,20 @@ class FusedBatchNormalization(layers.BatchNormalization):
         beta = tf.cast(self.beta, "float32") if self.center else tf.zeros([channels])
         moving_mean = tf.cast(self.moving_mean, "float32")
         moving_variance = tf.cast(self.moving_variance, "float32")
-        if training and self.trainable:
-            empty = tf.zeros([0], "float32")  # no running statistics kept by the kernel
-            outputs, mean, variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
-                x=inputs,
-                scale=gamma,
-                offset=beta,
-                mean=empty,
-                variance=empty,
-                epsilon=self.epsilon,
-                exponential_avg_factor=1.0,
-                data_format="NHWC",
-                is_training=True,
-            )
+        training = bool(training and self.trainable)
+        empty = tf.zeros([0], "float32")  # training: no running statistics kept by the kernel
+        outputs, mean, variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+            x=inputs,
+            scale=gamma,
+            offset=beta,
+            mean=empty if training else moving_mean,
+            variance=empty if training else moving_variance,
+            epsilon=self.epsilon,
+            exponential_avg_factor=1.0,
+            data_format="NHWC",
+            is_training=training,
+        )
+        if training:
             # The kernel's variance is the biased one times n / max(n - 1, 1); Keras's
             # moving average takes the biased one.
             n = tf.cast(tf.reduce_prod(tf.shape(inputs, out_type="int64")[:-1]), "float32")
@@ -160,18 +161,6 @@ class FusedBatchNormalization(layers.BatchNormalization):
             self.moving_variance.assign(
                 moving_variance * self.momentum + variance * (1.0 - self.momentum)
             )
-        else:
-            outputs = tf.raw_ops.FusedBatchNormV3(
-                x=inputs,
-                scale=gamma,
-                offset=beta,
-                mean=moving_mean,
-                variance=moving_variance,
-                epsilon=self.epsilon,
-                exponential_avg_factor=1.0,
-                data_format="NHWC",
-                is_training=False,
-            )[0]
         return ops.cast(outputs, self.compute_dtype)
 
     def __repr__(self):

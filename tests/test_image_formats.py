@@ -114,10 +114,18 @@ def _write_formats(root: pathlib.Path) -> dict[str, tuple[str, np.ndarray, int]]
     return expected
 
 
+def _two_class_folder(root: pathlib.Path, a: tuple, b: tuple) -> pathlib.Path:
+    """`root` with classes "a" and "b", each holding one image: `(file name, pixels)`."""
+    for name, (file_name, pixels) in (("a", a), ("b", b)):
+        (root / name).mkdir(parents=True)
+        Image.fromarray(pixels).save(root / name / file_name)
+    return root
+
+
 def _decoded(ds: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 pixels (the [-1, 1] scaling undone) and labels of a whole dataset."""
+    """uint8 pixels and labels of a whole dataset."""
     xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds], strict=True)
-    pixels = np.round((np.concatenate(xs) + 1.0) / 2.0 * 255.0)
+    pixels = np.round(np.concatenate(xs))
     return pixels.astype(np.int64), np.concatenate(ys)
 
 
@@ -177,7 +185,7 @@ def test_image_folder_reads_every_format_and_reports_the_rest(tmp_path, image_ca
         DataConfig("imagefolder", data_dir=str(root), image_size=SIDE, val_fraction=0.0)
     )
     x, y = next(iter(augmented.train))
-    assert x.shape == (17, SIDE, SIDE, 3) and np.abs(x.numpy()).max() <= 1.0
+    assert x.shape == (17, SIDE, SIDE, 3) and np.abs(x.numpy()).max() <= 255.0
 
 
 def test_check_image_says_which_files_tensorflow_decodes(tmp_path):
@@ -204,12 +212,8 @@ def test_check_image_says_which_files_tensorflow_decodes(tmp_path):
 
 
 def test_gray_images_stay_gray(tmp_path, image_cache):
-    root = tmp_path / "images"
-    for name in ("a", "b"):
-        (root / name).mkdir(parents=True)
-    Image.fromarray(_noise(1, 1)).save(root / "a" / "gray.pgm")
     deep = _sixteen_bit(2)
-    Image.fromarray(deep).save(root / "b" / "deep.tif")
+    root = _two_class_folder(tmp_path / "images", ("gray.pgm", _noise(1, 1)), ("deep.tif", deep))
     config = DataConfig(
         "imagefolder", data_dir=str(root), image_size=SIDE, channels=1, val_fraction=0.0,
         augment=False,
@@ -228,11 +232,7 @@ def test_gray_images_stay_gray(tmp_path, image_cache):
 
 
 def test_conversion_cache_is_reused_and_follows_changes(tmp_path, image_cache):
-    root = tmp_path / "images"
-    (root / "a").mkdir(parents=True)
-    (root / "b").mkdir()
-    Image.fromarray(_noise(1)).save(root / "a" / "x.bmp")
-    Image.fromarray(_noise(2)).save(root / "b" / "y.jpg")
+    root = _two_class_folder(tmp_path / "images", ("x.bmp", _noise(1)), ("y.jpg", _noise(2)))
     config = DataConfig("imagefolder", data_dir=str(root), image_size=SIDE, val_fraction=0.0)
 
     load_datasets(config)
@@ -252,11 +252,7 @@ def test_conversion_cache_is_reused_and_follows_changes(tmp_path, image_cache):
 
 
 def test_jpeg_and_png_folders_write_no_cache_and_cache_stays_outside(tmp_path, image_cache):
-    root = tmp_path / "images"
-    (root / "a").mkdir(parents=True)
-    (root / "b").mkdir()
-    Image.fromarray(_noise(1)).save(root / "a" / "x.png")
-    Image.fromarray(_noise(2)).save(root / "b" / "y.jpg")
+    root = _two_class_folder(tmp_path / "images", ("x.png", _noise(1)), ("y.jpg", _noise(2)))
     d = load_datasets(DataConfig("imagefolder", data_dir=str(root), val_fraction=0.0))
     assert d.num_train == 2 and not image_cache.exists()
 

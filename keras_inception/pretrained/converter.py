@@ -37,6 +37,17 @@ from keras_inception.pretrained.common import Source, assign
 LAYER_SUFFIXES = MappingProxyType(
     {"separable_conv": "_conv", "conv": "_conv", "batch_norm": "_bn", "dense": ""}
 )
+# InceptionV3's stem (our conv_bn_act names) -> Google's scope names, which TF-Slim's
+# checkpoints and torchvision's `Inception3` both use.
+INCEPTION_V3_STEM_SCOPES: Mapping[str, str] = MappingProxyType(
+    {
+        "conv1a": "Conv2d_1a_3x3",
+        "conv2a": "Conv2d_2a_3x3",
+        "conv2b": "Conv2d_2b_3x3",
+        "conv3b": "Conv2d_3b_1x1",
+        "conv4a": "Conv2d_4a_3x3",
+    }
+)
 
 
 def batch_norm_names(prefix: str, **renamed: str) -> dict[str, str]:
@@ -239,6 +250,11 @@ class Converter:
                 kwargs["pooling"] = pooling
         return kwargs
 
+    def module_functions(self) -> tuple[Callable[..., Any], ...]:
+        """`(builder_kwargs, builder_call, plan, convert)`: the methods that a source's
+        module offered as functions before `Converter` existed, kept for its callers."""
+        return self.builder_kwargs, self.builder_call, self.plan, self.convert
+
     def builder_call(self, name: str, **kwargs: Any) -> str:
         """`builder_kwargs` as the Python code a user pastes (`format_call`), e.g.
         `"keras_inception.build_googlenet(...)"`."""
@@ -343,6 +359,22 @@ class Converter:
     ) -> tuple[keras.Model, list[str]]:
         """Reads `path`, checks it holds network `name`, builds the model and fills it.
 
+        Args:
+            name: str. The network, one of `models`.
+            path: str or PathLike. The file (or checkpoint) to read.
+            aux_logits: bool. Add the network's auxiliary head(s), from the file; the
+                model then returns `{"main", "aux"}` (`{"main", "aux1", "aux2"}` for
+                GoogLeNet). Defaults to False.
+            input_shape: tuple or None. `(height, width, 3)`; None is the network's
+                default size (224x224; 299x299 for InceptionV3). `(None, None, 3)` takes
+                any size without auxiliary heads. Defaults to None.
+            classifier_activation: str or None. None returns logits; "softmax" returns
+                probabilities. Defaults to None.
+            include_top: bool. Keep the classifier; False skips the file's classifier
+                tensors. Defaults to True.
+            pooling: None, "avg" or "max". Global pooling when `include_top=False`.
+            **options: the source's `extra_options`.
+
         Returns:
             `(model, skipped)`: the Keras model and the sorted names of the source
             tensors left out (`skip`).
@@ -380,3 +412,9 @@ class Converter:
             **arguments,
         )
         return model, self.fill(name, model, state, path=path, **arguments)
+
+    def load(self, name: str, path: str | os.PathLike, **options: Any) -> keras.Model:
+        """`convert`'s model alone: network `name` with the weights of `path` (`options`
+        as `convert` takes them)."""
+        model, _ = self.convert(name, path, **options)
+        return model

@@ -37,7 +37,11 @@ from keras_inception.googlenet import GOOGLENET_SPECS, build_googlenet
 from keras_inception.inception_v2 import BN_INCEPTION_SPECS, build_inception_v2
 from keras_inception.inception_v3 import INCEPTION_V3_SPECS, build_inception_v3
 from keras_inception.pretrained.common import Source
-from keras_inception.pretrained.converter import Converter, batch_norm_names
+from keras_inception.pretrained.converter import (
+    INCEPTION_V3_STEM_SCOPES,
+    Converter,
+    batch_norm_names,
+)
 from keras_inception.pretrained.tf_checkpoint import checkpoint_prefix, read_checkpoint
 from keras_inception.specs import (
     BNModule,
@@ -109,13 +113,7 @@ _STEMS = MappingProxyType(
             "conv2b": "Conv2d_2b_1x1",
             "conv2c": "Conv2d_2c_3x3",
         },
-        "inception_v3": {
-            "conv1a": "Conv2d_1a_3x3",
-            "conv2a": "Conv2d_2a_3x3",
-            "conv2b": "Conv2d_2b_3x3",
-            "conv3b": "Conv2d_3b_1x1",
-            "conv4a": "Conv2d_4a_3x3",
-        },
+        "inception_v3": INCEPTION_V3_STEM_SCOPES,
     }
 )
 # Inside a module: the part of the Keras layer name (after `mixed5b_` / `inception3a_`)
@@ -360,23 +358,11 @@ class Slim(Converter):
 
 
 CONVERTER = Slim()
-# The converter's methods that callers used as this module's functions.
-builder_kwargs = CONVERTER.builder_kwargs
-builder_call = CONVERTER.builder_call
-plan = CONVERTER.plan
-convert = CONVERTER.convert
+builder_kwargs, builder_call, plan, convert = CONVERTER.module_functions()
 
 
 def from_slim(
-    name: str,
-    checkpoint: str | os.PathLike,
-    *,
-    include_background: bool = True,
-    aux_logits: bool = False,
-    input_shape: tuple | None = None,
-    classifier_activation: str | None = None,
-    include_top: bool = True,
-    pooling: str | None = None,
+    name: str, checkpoint: str | os.PathLike, *, include_background: bool = True, **options: Any
 ) -> keras.Model:
     """A Keras Inception with the weights of a TF-Slim checkpoint.
 
@@ -402,16 +388,11 @@ def from_slim(
         include_background: bool. Keep TF-Slim's 1001 outputs, class 0 being
             "background"; False drops it, leaving the 1000 ImageNet classes (indices
             shift down by one). Defaults to True.
-        aux_logits: bool. Add inception_v3's auxiliary head from the checkpoint; the
-            model then returns `{"main", "aux"}`. Defaults to False.
-        input_shape: tuple or None. `(height, width, 3)`; None is 224x224 (299x299 for
-            inception_v3). `(None, None, 3)` takes any size without the auxiliary
-            head. Defaults to None.
-        classifier_activation: str or None. None returns logits, as TF-Slim's `logits`;
-            "softmax" returns its `Predictions`. Defaults to None.
-        include_top: bool. Keep the classifier; False skips the checkpoint's `Logits`.
-            Defaults to True.
-        pooling: None, "avg" or "max". Global pooling when `include_top=False`.
+        **options: `aux_logits` (inception_v3 only), `input_shape`,
+            `classifier_activation`, `include_top` and `pooling`, as `Converter.convert`
+            takes them. None as `classifier_activation` returns logits, as TF-Slim's
+            `logits`; "softmax" returns its `Predictions`; `include_top=False` skips the
+            checkpoint's `Logits`.
 
     Returns:
         A `keras.Model`.
@@ -429,14 +410,4 @@ def from_slim(
     >>> x = preprocess_input(images, "slim")  # doctest: +SKIP
     >>> decode_predictions(model.predict(x))  # doctest: +SKIP
     """
-    model, _ = CONVERTER.convert(
-        name,
-        checkpoint,
-        include_background=include_background,
-        aux_logits=aux_logits,
-        input_shape=input_shape,
-        classifier_activation=classifier_activation,
-        include_top=include_top,
-        pooling=pooling,
-    )
-    return model
+    return CONVERTER.load(name, checkpoint, include_background=include_background, **options)

@@ -38,7 +38,12 @@ from keras_inception.pretrained.common import (
     dense_kernel,
     read_state_dict,
 )
-from keras_inception.pretrained.converter import Converter, batch_norm_names, warn_caller
+from keras_inception.pretrained.converter import (
+    INCEPTION_V3_STEM_SCOPES,
+    Converter,
+    batch_norm_names,
+    warn_caller,
+)
 
 # One tensor prefix that only each network's state dict holds.
 MARKERS: Mapping[str, str] = MappingProxyType(
@@ -88,13 +93,6 @@ _GOOGLENET_PARTS = {
 }
 _GOOGLENET_AUX_PARTS = {"1x1": "conv", "fc": "fc1", "": "fc2"}
 
-_V3_STEM = {
-    "conv1a": "Conv2d_1a_3x3",
-    "conv2a": "Conv2d_2a_3x3",
-    "conv2b": "Conv2d_2b_3x3",
-    "conv3b": "Conv2d_3b_1x1",
-    "conv4a": "Conv2d_4a_3x3",
-}
 _V3_PARTS = {
     # 35x35 modules (Mixed_5b-5d)
     "1x1": "branch1x1",
@@ -152,8 +150,8 @@ def _module_path(name: str, layer_name: str) -> str:
         if module.startswith("aux"):
             return f"{module}.{_GOOGLENET_AUX_PARTS[part]}"
         return f"{module}.{_GOOGLENET_PARTS[part]}"
-    if layer_name in _V3_STEM:
-        return _V3_STEM[layer_name]
+    if layer_name in INCEPTION_V3_STEM_SCOPES:
+        return INCEPTION_V3_STEM_SCOPES[layer_name]
     if module == "aux":
         return f"AuxLogits.{_V3_AUX_PARTS[part]}"
     key = module.removeprefix("mixed")
@@ -241,23 +239,11 @@ class Torchvision(Converter):
 
 CONVERTER = Torchvision()
 MODELS = CONVERTER.models
-# The converter's methods that callers used as this module's functions.
-builder_kwargs = CONVERTER.builder_kwargs
-builder_call = CONVERTER.builder_call
-plan = CONVERTER.plan
-convert = CONVERTER.convert
+builder_kwargs, builder_call, plan, convert = CONVERTER.module_functions()
 
 
 def from_torchvision(
-    name: str,
-    path: str | os.PathLike,
-    *,
-    transform_input: bool = False,
-    aux_logits: bool = False,
-    input_shape: tuple | None = None,
-    classifier_activation: str | None = None,
-    include_top: bool = True,
-    pooling: str | None = None,
+    name: str, path: str | os.PathLike, *, transform_input: bool = False, **options: Any
 ) -> keras.Model:
     """A Keras GoogLeNet or InceptionV3 with torchvision's weights from `path`.
 
@@ -275,18 +261,11 @@ def from_torchvision(
             expect. torchvision's `googlenet(weights=...)` and `inception_v3(weights=...)`
             turn it on; with False, feed `preprocess_input(x, "slim")`. Defaults to False
             (the default of torchvision's classes).
-        aux_logits: bool. Add the auxiliary heads, from the file; the model then
-            returns `{"main", "aux1", "aux2"}` (GoogLeNet) or `{"main", "aux"}`. The
-            heads of the published GoogLeNet file are untrained (a warning says so).
-            Defaults to False.
-        input_shape: tuple or None. `(height, width, 3)`; None is 224x224
-            (GoogLeNet) or 299x299 (InceptionV3). `(None, None, 3)` takes any size
-            without auxiliary heads. Defaults to None.
-        classifier_activation: str or None. None returns logits, as torch does;
-            "softmax" returns probabilities. Defaults to None.
-        include_top: bool. Keep the classifier; False skips the file's `fc`.
-            Defaults to True.
-        pooling: None, "avg" or "max". Global pooling when `include_top=False`.
+        **options: `aux_logits`, `input_shape`, `classifier_activation`, `include_top`
+            and `pooling`, as `Converter.convert` takes them. The auxiliary heads of the
+            published GoogLeNet file are untrained (a warning says so); None as
+            `classifier_activation` returns logits, as torch does; `include_top=False`
+            skips the file's `fc`.
 
     Returns:
         A `keras.Model`.
@@ -302,14 +281,4 @@ def from_torchvision(
     >>> x = preprocess_input(images, "torchvision")  # doctest: +SKIP
     >>> decode_predictions(model.predict(x))  # doctest: +SKIP
     """
-    model, _ = CONVERTER.convert(
-        name,
-        path,
-        transform_input=transform_input,
-        aux_logits=aux_logits,
-        input_shape=input_shape,
-        classifier_activation=classifier_activation,
-        include_top=include_top,
-        pooling=pooling,
-    )
-    return model
+    return CONVERTER.load(name, path, transform_input=transform_input, **options)
