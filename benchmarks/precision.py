@@ -103,7 +103,8 @@ def policies() -> list[str]:
 
 
 def generated_data(args: argparse.Namespace) -> data_lib.Datasets:
-    """Learnable stand-in for Fashion-MNIST: 10 random 28x28 templates plus noise."""
+    """Learnable stand-in for Fashion-MNIST: 10 random 28x28 templates plus noise, as
+    pixels in [0, 255] (the pipeline's scale)."""
     rng = np.random.default_rng(args.seed)
     templates = rng.uniform(-1, 1, (10, 28, 28, 1)).astype(np.float32)
 
@@ -111,9 +112,8 @@ def generated_data(args: argparse.Namespace) -> data_lib.Datasets:
         r = np.random.default_rng(seed)
         labels = r.integers(0, 10, n).astype(np.int32)
         x = templates[labels] + r.normal(0, 1.0, (n, 28, 28, 1)).astype(np.float32)
-        return tf.data.Dataset.from_tensor_slices((np.clip(x, -1, 1), labels)).batch(
-            args.batch_size
-        )
+        pixels = (np.clip(x, -1, 1) + 1) * 127.5  # raw pixels: the model scales them
+        return tf.data.Dataset.from_tensor_slices((pixels, labels)).batch(args.batch_size)
 
     train = make(args.train_limit, args.seed + 1).shuffle(64, seed=args.seed)
     test = make(args.test_limit, args.seed + 2)

@@ -32,6 +32,8 @@ from keras_inception.inception_v2 import (
 )
 from keras_inception.inception_v3 import INCEPTION_V3_SPECS, build_inception_v3
 from keras_inception.layers import AdaptiveAveragePooling2D, LocalResponseNormalization
+from keras_inception.metadata import class_names_of, write_class_names
+from keras_inception.preprocessing_layers import preprocessing_of, with_preprocessing
 from keras_inception.pretrained import (
     class_names,
     decode_predictions,
@@ -85,6 +87,7 @@ __all__ = [
     "build_inception_v2",
     "build_inception_v3",
     "class_names",
+    "class_names_of",
     "decode_predictions",
     "default_loss_weights",
     "default_specs",
@@ -98,7 +101,10 @@ __all__ = [
     "load_model",
     "load_specs",
     "preprocess_input",
+    "preprocessing_of",
     "save_specs",
     "scale_table",
     "strip_aux_heads",
+    "with_preprocessing",
+    "write_class_names",
 ]

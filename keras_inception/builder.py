@@ -20,6 +20,7 @@ from keras import layers
 from keras_inception import heads
 from keras_inception.blocks import StemLayer, apply_module, apply_stem, reduction_padding
 from keras_inception.layers import ConvStyle, apply_transform_input
+from keras_inception.preprocessing_layers import apply_preprocessing, check_preprocessing
 from keras_inception.specs import scale_table, validate_table, validate_width_controls
 
 POOLINGS = (None, "avg", "max")
@@ -274,8 +275,10 @@ def build(
     style: ConvStyle,
     body_options: Mapping[str, Any] | None = None,
     aux_options: Mapping[str, Any] | None = None,
+    include_preprocessing: str | None = None,
 ) -> keras.Model:
     """Builds `arch` in the conventions of keras.applications; see `build_googlenet`."""
+    check_preprocessing(include_preprocessing)
     stem = arch.stems[0] if stem is None else stem
     _check_choice("stem", stem, arch.stems)
     _check_choice("pooling", pooling, POOLINGS)
@@ -318,7 +321,8 @@ def build(
         img_input = layers.Input(tensor=input_tensor, shape=shape, name="image")
         inputs = img_input
 
-    features, taps = arch.body(img_input, table, stem=stem, style=style, **(body_options or {}))
+    x = apply_preprocessing(img_input, include_preprocessing)
+    features, taps = arch.body(x, table, stem=stem, style=style, **(body_options or {}))
 
     if not include_top:
         if pooling == "avg":

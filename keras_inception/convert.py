@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -107,7 +108,8 @@ def convert_file(
     Returns:
         `(builder, builder_kwargs, skipped)`: `builder(**builder_kwargs)` builds the
         model with the converted weights (`weights=output`); `skipped` names the source
-        tensors left out.
+        tensors left out. `x.architecture.json` beside `x.weights.h5` records the builder,
+        its arguments and the input normalization the weights expect.
 
     Example:
     >>> builder, kwargs, skipped = convert_file(
@@ -130,6 +132,15 @@ def convert_file(
         os.makedirs(parent, exist_ok=True)
     model.save_weights(output)
     builder = converter.builders[name]
+    # Beside it, the architecture (`train --init-weights` rebuilds the model from it).
+    record = {
+        "builder": builder.__name__,
+        "kwargs": {k: v for k, v in builder_kwargs.items() if k != "weights"},
+        "source": source,
+        "preprocessing": {"torchvision": "torch"}.get(source, "inception"),
+    }
+    with open(output.removesuffix(".weights.h5") + ".architecture.json", "w") as f:
+        json.dump(record, f, indent=2)
     if check:
         _check_rebuilt(builder, builder_kwargs, model)
     return builder, builder_kwargs, skipped

@@ -170,6 +170,7 @@ def build_googlenet(
     bottleneck_ratio: float = 1.0,
     specs: Mapping[str, V1Stem | V1Module] | None = None,
     name: str = "googlenet",
+    include_preprocessing: str | None = None,
 ) -> keras.Model:
     """GoogLeNet (Inception v1), in the conventions of `keras.applications`.
 
@@ -246,6 +247,12 @@ def build_googlenet(
         specs: mapping. A full width table of the same type as `GOOGLENET_SPECS`.
             Defaults to `GOOGLENET_SPECS`.
         name: str. Model name. Defaults to "googlenet".
+        include_preprocessing: str or None. Put the input normalization inside the
+            model (a "preprocessing" `Rescaling` layer, as keras.applications'
+            EfficientNetV2): the model then takes raw pixels in [0, 255], uint8 or float.
+            "inception": `x / 127.5 - 1` (ours, TF-Slim, keras.applications); "torch":
+            ImageNet's mean and std, torchvision's (RGB; before `transform_input`, as
+            torchvision). None: the caller scales the inputs. Defaults to None.
 
     Returns:
         A `keras.Model`.
@@ -282,6 +289,7 @@ def build_googlenet(
         specs=specs,
         dropout=dropout,
         name=name,
+        include_preprocessing=include_preprocessing,
         style=ConvStyle(
             batch_norm=batch_norm,
             sync_batch_norm=sync_batch_norm,

@@ -178,6 +178,7 @@ def build_inception_v2(
     bottleneck_ratio: float = 1.0,
     specs: Mapping[str, Any] | None = None,
     name: str = "inception_v2",
+    include_preprocessing: str | None = None,
 ) -> keras.Model:
     """InceptionV2, in the conventions of `keras.applications`.
 
@@ -236,6 +237,12 @@ def build_inception_v2(
         specs: mapping. A full width table of the variant's types. Defaults to
             `INCEPTION_V2_SPECS` or `BN_INCEPTION_SPECS`.
         name: str. Model name. Defaults to "inception_v2".
+        include_preprocessing: str or None. Put the input normalization inside the
+            model (a "preprocessing" `Rescaling` layer, as keras.applications'
+            EfficientNetV2): the model then takes raw pixels in [0, 255], uint8 or float.
+            "inception": `x / 127.5 - 1` (ours, TF-Slim, keras.applications); "torch":
+            ImageNet's mean and std, torchvision's (RGB; before `transform_input`, as
+            torchvision). None: the caller scales the inputs. Defaults to None.
 
     Returns:
         A `keras.Model`.
@@ -267,6 +274,7 @@ def build_inception_v2(
         specs=specs,
         dropout=dropout,
         name=name,
+        include_preprocessing=include_preprocessing,
         style=ConvStyle(
             batch_norm=True,
             bn_scale=False,

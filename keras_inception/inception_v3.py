@@ -114,6 +114,7 @@ def build_inception_v3(
     bottleneck_ratio: float = 1.0,
     specs: Mapping[str, Any] | None = None,
     name: str = "inception_v3",
+    include_preprocessing: str | None = None,
 ) -> keras.Model:
     """InceptionV3, in the conventions of `keras.applications`.
 
@@ -187,6 +188,12 @@ def build_inception_v3(
         specs: mapping. A full width table of the same types as `INCEPTION_V3_SPECS`.
             Defaults to `INCEPTION_V3_SPECS`.
         name: str. Model name. Defaults to "inception_v3".
+        include_preprocessing: str or None. Put the input normalization inside the
+            model (a "preprocessing" `Rescaling` layer, as keras.applications'
+            EfficientNetV2): the model then takes raw pixels in [0, 255], uint8 or float.
+            "inception": `x / 127.5 - 1` (ours, TF-Slim, keras.applications); "torch":
+            ImageNet's mean and std, torchvision's (RGB; before `transform_input`, as
+            torchvision). None: the caller scales the inputs. Defaults to None.
 
     Returns:
         A `keras.Model`.
@@ -215,6 +222,7 @@ def build_inception_v3(
         specs=specs,
         dropout=dropout,
         name=name,
+        include_preprocessing=include_preprocessing,
         style=ConvStyle(
             batch_norm=True,
             bn_scale=bool(bn_scale),

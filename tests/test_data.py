@@ -40,8 +40,8 @@ def _write_fashion(folder: pathlib.Path, n_train: int = 60, n_test: int = 20) ->
 
 
 def _identities(images: tf.Tensor) -> list[int]:
-    """Undo [-1, 1] scaling of pixel [0, 0] (exact under eval preprocessing at native size)."""
-    return [int(v) for v in np.round((images.numpy()[:, 0, 0, 0] + 1.0) / 2.0 * 255.0)]
+    """Pixel [0, 0] of each image (exact under eval preprocessing at native size)."""
+    return [int(v) for v in np.round(images.numpy()[:, 0, 0, 0])]
 
 
 def _all(ds: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -90,7 +90,7 @@ def test_fashion_mnist_idx_batches_shapes_ranges_and_labels(tmp_path):
     assert d.num_classes == 10 and d.class_names[9] == "Ankle boot"
     x, y = next(iter(d.train))
     assert x.shape == (16, 28, 28, 1) and x.dtype == tf.float32 and y.dtype == tf.int32
-    assert float(tf.reduce_min(x)) >= -1.0 and float(tf.reduce_max(x)) <= 1.0
+    assert float(tf.reduce_min(x)) >= 0.0 and float(tf.reduce_max(x)) <= 255.0
     # The test split is the t10k file, in order, with its labels.
     xs, ys = _all(d.test)
     assert _identities(tf.constant(xs)) == list(range(20))
@@ -244,7 +244,7 @@ def test_pca_lighting_needs_rgb(tmp_path):
         load_datasets(DataConfig("fashion_mnist", data_dir=folder, pca_lighting=True))
     d = load_datasets(DataConfig("fashion_mnist", data_dir=folder, channels=3, pca_lighting=True))
     x, _ = next(iter(d.train))
-    assert x.shape[-1] == 3 and float(tf.reduce_max(tf.abs(x))) <= 1.0
+    assert x.shape[-1] == 3 and float(tf.reduce_max(tf.abs(x))) <= 255.0
 
 
 # ----------------------------------------------------------------------------- image folders
@@ -261,7 +261,7 @@ def test_image_folder_skips_and_reports_bad_files(image_folder):
     # 12 readable images; 10% held out (1 image), and that held-out part is also the test set.
     assert (d.num_train, d.num_validation, d.num_test) == (11, 1, 1)
     xs, ys = _all(d.train)
-    assert xs.shape == (11, 48, 48, 3) and xs.min() >= -1.0 and xs.max() <= 1.0
+    assert xs.shape == (11, 48, 48, 3) and xs.min() >= 0.0 and xs.max() <= 255.0
     all_labels = np.concatenate([ys, _all(d.validation)[1]])
     assert np.bincount(all_labels).tolist() == [7, 5]  # cat: 5 JPEG + 2 PNG; dog: 5 JPEG
     assert _all(d.validation)[1].tolist() == _all(d.test)[1].tolist()
@@ -347,7 +347,7 @@ def test_tfds_cifar10_mock_small_image_pipeline(mocked_tfds):
         assert d.image_shape == (32, 32, 3) and d.num_classes == 10
         x, y = next(iter(d.train))
         assert x.shape == (5, 32, 32, 3) and sorted(y) == ["aux1", "main"]
-        assert float(tf.reduce_min(x)) >= -1.0 and float(tf.reduce_max(x)) <= 1.0
+        assert float(tf.reduce_min(x)) >= 0.0 and float(tf.reduce_max(x)) <= 255.0
         assert sum(int(x.shape[0]) for x, _ in d.train) == d.num_train
         again = load_datasets(DataConfig("cifar10", batch_size=5, deterministic=True, seed=1))
         np.testing.assert_array_equal(next(iter(again.train))[0], x)
@@ -359,7 +359,7 @@ def test_tfds_imagenette_mock_uses_jpeg_crop_path(mocked_tfds):
         assert d.image_shape == (40, 40, 3)
         x, _ = next(iter(d.train))
         assert x.shape == (3, 40, 40, 3)
-        assert float(tf.reduce_min(x)) >= -1.0 and float(tf.reduce_max(x)) <= 1.0
+        assert float(tf.reduce_min(x)) >= 0.0 and float(tf.reduce_max(x)) <= 255.0
         assert next(iter(d.test))[0].shape == (3, 10, 40, 40, 3)
 
 
@@ -473,11 +473,11 @@ def test_random_erasing_reaches_the_training_images_only(tmp_path):
     x_erased, _ = _all(erased.train)
     # pad-and-crop darkens some borders; erasing adds darker pixels inside every image
     center = (slice(None), slice(4, 24), slice(4, 24))
-    assert np.all(x_plain[center] == 1.0)
-    assert np.mean(np.any(x_erased[center] < 1.0, axis=(1, 2, 3))) > 0.8
+    assert np.all(x_plain[center] == 255.0)
+    assert np.mean(np.any(x_erased[center] < 255.0, axis=(1, 2, 3))) > 0.8
     for split in ("validation", "test"):
         x, _ = _all(getattr(erased, split))
-        assert np.all(x == 1.0)  # evaluation images are never erased
+        assert np.all(x == 255.0)  # evaluation images are never erased
     with pytest.raises(ValueError, match="received 1.5"):
         DataConfig("fashion_mnist", random_erasing=1.5)
     with pytest.raises(ValueError, match="augment=False"):

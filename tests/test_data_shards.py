@@ -50,8 +50,8 @@ def _write_fashion(folder: pathlib.Path, train_labels: np.ndarray, n_test: int) 
 
 
 def _pixels(images: np.ndarray) -> np.ndarray:
-    """Undo [-1, 1] scaling (exact without augmentation at the native size)."""
-    return np.round((images + 1.0) / 2.0 * 255.0).astype(int)
+    """Pixels as ints (exact without augmentation at the native size)."""
+    return np.round(images).astype(int)
 
 
 def _identities(ds: tf.data.Dataset) -> tuple[list[int], list[int], int]:

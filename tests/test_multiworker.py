@@ -24,6 +24,7 @@ WORKDIR_FILES = {
     "epoch_times.json",
     "history.csv",
     "inference.keras",
+    "labels.txt",
     "logs",
     "metrics.json",
     "model.keras",

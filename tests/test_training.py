@@ -307,7 +307,7 @@ def test_test_metrics_are_the_inference_models_on_the_test_images(finished_run, 
     _, workdir, metrics, _ = finished_run
     images = data.read_idx(os.path.join(fmnist_dir, "t10k-images-idx3-ubyte.gz"))
     labels = data.read_idx(os.path.join(fmnist_dir, "t10k-labels-idx1-ubyte.gz"))
-    x = (images[..., None].astype("float32") / 255.0) * 2.0 - 1.0
+    x = images[..., None]  # raw uint8 pixels: the model carries its preprocessing
     model = keras.saving.load_model(os.path.join(workdir, "inference.keras"), compile=False)
     probs = np.asarray(model.predict(x, verbose=0), "float64")
     top5 = np.argsort(-probs, axis=1)[:, :5]
@@ -659,6 +659,8 @@ def test_the_private_apis_the_patches_read_still_exist():
     assert adamw._distribution_strategy is tf.distribute.get_strategy()
     index = adamw._get_variable_index(variable)
     assert adamw._momentums[index].shape == adamw._velocities[index].shape == variable.shape
+    assert adamw._trainable_variables[index] is variable  # scale_learning_rate's lookup
+    assert keras_patches.supported("scale_learning_rate")
     assert callable(tf.__internal__.distribute.interim.maybe_merge_call)
     from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
     from tensorflow.python.distribute import multi_worker_util
@@ -695,6 +697,7 @@ def test_each_preset_carries_its_optimizer_factory():
         "default": optim.adamw_cosine,
         "googlenet_paper": optim.sgd_paper,
         "inception_v3_paper": optim.rmsprop_paper,
+        "finetune": optim.sgd_finetune,
     }
     # A new preset is one entry: its factory is called with the scaled learning rate.
     calls = []

@@ -53,8 +53,11 @@ TRAIN_VALUES = {
     "strategy": "onedevice", "replicas": 2, "mixed_precision": True, "sync_batch_norm": True,
     "fused_batch_norm": False, "seed": 7, "deterministic": True, "augment": False,
     "flip": False, "random_erasing": 0.25, "bn_momentum": 0.9, "precise_bn_images": 0,
-    "time_budget_minutes": 5.0,
+    "time_budget_minutes": 5.0, "init_weights": "run1", "freeze_base_epochs": 1,
+    "base_lr_scale": 0.5,
 }  # fmt: skip
+# Flags that need another: it is passed with them.
+NEEDS = {"freeze_base_epochs": ["--init-weights", "run1"], "base_lr_scale": ["--init-weights", "x"]}
 TUNE_VALUES = {
     "space": "bottleneck_ratio", "tuner": "bayesian", "max_trials": 3, "max_params": 1000,
     "max_macs": 2000, "search_learning_rate": True, "search_aux_weight": True,
@@ -85,7 +88,20 @@ def _cli_configs(monkeypatch, command, argv):
 
 
 @pytest.mark.parametrize(
-    ("command", "left_out"), [("train", set()), ("tune", {"time_budget_minutes", "specs"})]
+    ("command", "left_out"),
+    [
+        ("train", set()),
+        (
+            "tune",
+            {
+                "time_budget_minutes",
+                "specs",
+                "init_weights",
+                "freeze_base_epochs",
+                "base_lr_scale",
+            },
+        ),
+    ],
 )
 def test_every_config_field_is_a_flag_that_reaches_the_run(monkeypatch, command, left_out):
     assert set(TRAIN_VALUES) == {f.name for f in dataclasses.fields(TrainConfig)}
@@ -101,7 +117,7 @@ def test_every_config_field_is_a_flag_that_reaches_the_run(monkeypatch, command,
             with pytest.raises(SystemExit):  # not a flag of this command
                 _cli_configs(monkeypatch, command, _argv(name, value))
             continue
-        seen = _cli_configs(monkeypatch, command, _argv(name, value))
+        seen = _cli_configs(monkeypatch, command, NEEDS.get(name, []) + _argv(name, value))
         target = seen["tune_config"] if name in TUNE_VALUES else seen["config"]
         assert getattr(target, name) == value, name
         default = (TuneConfig if name in TUNE_VALUES else TrainConfig)()

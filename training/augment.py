@@ -14,7 +14,11 @@ section 6, as implemented in TF-Slim's ``inception_preprocessing``):
 * colour distortion in a random order (``distort_color``); only brightness and contrast for
   one-channel images;
 * optional AlexNet PCA lighting noise (Krizhevsky et al. 2012, section 4.1);
-* scale to ``[-1, 1]``.
+* back to float pixels in ``[0, 255]`` (``to_pixels``): the model applies its own
+  normalization (``keras_inception`` models built with ``include_preprocessing``).
+
+The colour, lighting and erasing ops work on images in ``[0, 1]``, as TF-Slim's and
+fb.resnet.torch's, whatever scale the pipeline yields.
 
 Small images (side <= 64 px) get the CIFAR recipe instead: pad-and-random-crop plus flip.
 Eval: central crop of 87.5% and resize (small images: only resize when the size differs).
@@ -67,8 +71,15 @@ def convert_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
     raise ValueError(f"cannot convert an image with {have} channels to {channels} channels")
 
 
+def to_pixels(image01: tf.Tensor) -> tf.Tensor:
+    """Maps a float image in ``[0, 1]`` to float pixels in ``[0, 255]`` (clipping first):
+    what the pipeline yields, as models carry their own normalization."""
+    return tf.clip_by_value(image01, 0.0, 1.0) * 255.0
+
+
 def to_symmetric(image01: tf.Tensor) -> tf.Tensor:
-    """Maps a float image in ``[0, 1]`` to ``[-1, 1]`` (clipping first)."""
+    """Maps a float image in ``[0, 1]`` to ``[-1, 1]`` (clipping first): the scale of
+    models built without `include_preprocessing`."""
     return tf.clip_by_value(image01, 0.0, 1.0) * 2.0 - 1.0
 
 

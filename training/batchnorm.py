@@ -17,6 +17,10 @@ replica's numbers of the cluster to every worker, where they are combined exactl
 et al.'s parallel formula, in float64). So the statistics are those of all the images
 seen, not an average of per-batch values, and every worker assigns the same values.
 
+A frozen BN layer (`trainable=False`, e.g. the loaded layers of a `--freeze-base-epochs`
+phase) runs in inference mode and keeps its statistics: it is never re-estimated, and the
+layers after it see what they see in training, its moving statistics applied.
+
 Examples:
 
 ```python
@@ -97,10 +101,12 @@ class PreciseBatchNorm:
         over the first `num_batches` batches of `dataset` (`images` or `(images, ...)`
         batches; its own random order and augmentation). Returns the seconds it took.
 
-        Must be called by every worker of a multi-worker cluster (it is a collective).
+        Frozen layers (`trainable=False`) keep their statistics; with every layer frozen
+        nothing runs. Must be called by every worker of a multi-worker cluster (it is a
+        collective).
         """
         start = time.perf_counter()
-        if not self.layers:
+        if not any(layer.trainable for layer in self.layers):
             return 0.0
         # Each batch cut to a multiple of the replicas, so that no replica gets an empty
         # share: with oneDNN a convolution over an empty batch fails. The few examples
@@ -123,6 +129,8 @@ class PreciseBatchNorm:
                 f"precise batch norm saw no images in {num_batches} batch(es) of the dataset"
             )
         for layer, (count, mean, m2) in zip(self.layers, totals, strict=True):
+            if not layer.trainable:  # frozen: inference mode, its statistics kept
+                continue
             layer.moving_mean.assign(mean.astype("float32"))
             layer.moving_variance.assign((m2 / count).astype("float32"))
         self.images = seen

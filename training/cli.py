@@ -1,4 +1,4 @@
-"""`python -m training {train,evaluate,export,tune}`: parses flags and calls the library.
+"""`python -m training {train,evaluate,export,predict,tune}`: parses flags and calls the library.
 
 `train`'s and `tune`'s flags are generated from `TrainConfig`'s and `TuneConfig`'s fields
 (`training.fields`): one name, one default, one rule and one help text per setting, and
@@ -23,6 +23,7 @@ from training.evaluate import (
     format_per_class,
 )
 from training.fields import POSITIVE, POSITIVE_INT, ConfigError, HelpFormatter, add_flags
+from training.predict import run_predict
 
 
 def _add_workdir_flags(parser: argparse.ArgumentParser, job: str, filename: str) -> None:
@@ -111,7 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
         "same workdir to resume.",
         formatter_class=HelpFormatter,
     )
-    add_flags(tune, TrainConfig, exclude=("time_budget_minutes", "specs"))
+    add_flags(
+        tune,
+        TrainConfig,
+        exclude=(
+            "time_budget_minutes",
+            "specs",
+            "init_weights",
+            "freeze_base_epochs",
+            "base_lr_scale",
+        ),
+    )
     add_flags(tune, tuning.TuneConfig)
     _add_workdir_flags(tune, "search", tuning.CONFIG_FILE)
 
@@ -123,6 +134,22 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("model_path", help="a training workdir, or a .keras file")
     export.add_argument(
         "--output", help="SavedModel directory (default: WORKDIR/export for a workdir)"
+    )
+    predict = commands.add_parser(
+        "predict",
+        help="label images with a trained or converted model",
+        formatter_class=HelpFormatter,
+    )
+    predict.add_argument(
+        "model", help="a training workdir, a .keras file, torchvision:FILE or slim:FILE"
+    )
+    predict.add_argument("images", nargs="+", help="image files and folders (recursive)")
+    predict.add_argument(
+        "--top", type=POSITIVE_INT.parse, default=5, help="classes per image (at most the model's)"
+    )
+    predict.add_argument("--output", help="also write the results to FILE.csv or FILE.json")
+    predict.add_argument(
+        "--batch-size", type=POSITIVE_INT.parse, default=32, help="images per batch"
     )
     return parser
 
@@ -187,6 +214,14 @@ def main(argv: list[str] | None = None) -> int:
             _tune(args)
         elif args.command == "evaluate":
             _evaluate(args)
+        elif args.command == "predict":
+            run_predict(
+                args.model,
+                args.images,
+                top=args.top,
+                output=args.output,
+                batch_size=args.batch_size,
+            )
         else:
             output = export_saved_model(args.model_path, args.output)
             print(f"SavedModel written to {output}")

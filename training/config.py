@@ -53,7 +53,8 @@ class TrainConfig:
     (`dataset`, `data_dir`, `image_size`, `train_limit`, `val_fraction`, `augment`,
     `flip`, `random_erasing`), the optimization (`batch_size`, `epochs`, `preset`,
     `learning_rate`, `warmup_epochs`, `label_smoothing`, `aux_loss_weight`,
-    `mixed_precision`, `precise_bn_images`, `time_budget_minutes`), the placement
+    `mixed_precision`, `precise_bn_images`, `time_budget_minutes`), the starting
+    weights (`init_weights`, `freeze_base_epochs`, `base_lr_scale`), the placement
     (`strategy`, `replicas`) and the randomness (`seed`, `deterministic`).
 
     Raises:
@@ -116,7 +117,11 @@ class TrainConfig:
     dropout: float | None = option(
         None, "override the model's dropout before the classifier", rule=FRACTION
     )
-    preset: str = option("default", _preset_help(), choices=lambda: sorted(PRESETS))
+    preset: str | None = option(
+        None,
+        _preset_help() + " (None: finetune with --init-weights, else default)",
+        choices=lambda: sorted(PRESETS),
+    )
     learning_rate: float | None = option(
         None, "override the preset's (batch-scaled) peak learning rate", rule=POSITIVE
     )
@@ -177,6 +182,26 @@ class TrainConfig:
         "averages",
         rule=NONNEGATIVE_INT,
     )
+    init_weights: str | None = option(
+        None,
+        "start from trained weights: a training workdir, a .keras file, a .weights.h5 from "
+        "python -m keras_inception.convert, torchvision:FILE or slim:FILE|DIR. The "
+        "architecture is the source's; the classifiers are new (training.init_weights)",
+        rule=TEXT,
+    )
+    freeze_base_epochs: int = option(
+        0,
+        "with --init-weights: train only the new classifiers for the first N epochs, every "
+        "other layer frozen and in inference mode (its batch norm keeps the source's "
+        "statistics), then all layers",
+        rule=NONNEGATIVE_INT,
+    )
+    base_lr_scale: float = option(
+        0.1,
+        "with --init-weights: the learning rate of the loaded layers, as a fraction of the "
+        "classifiers' (the schedule's)",
+        rule=POSITIVE,
+    )
     time_budget_minutes: float | None = option(
         None,
         "wall-time budget: train as many of --epochs as fit, measured on this machine "
@@ -186,6 +211,20 @@ class TrainConfig:
 
     def __post_init__(self):
         check_fields(self)
+        if self.preset is None:  # frozen: the resolved name is what config.json records
+            object.__setattr__(self, "preset", "finetune" if self.init_weights else "default")
+        if self.init_weights is None:
+            for name in ("freeze_base_epochs", "base_lr_scale"):
+                value = getattr(self, name)
+                if value != TrainConfig.__dataclass_fields__[name].default:
+                    raise ConfigError(
+                        {name: value, "init_weights": None}, "needs init_weights (--init-weights)"
+                    )
+        if self.freeze_base_epochs > self.epochs:
+            raise ConfigError(
+                {"freeze_base_epochs": self.freeze_base_epochs, "epochs": self.epochs},
+                "must be at most epochs",
+            )
         self.data_config()  # the data values: validated by DataConfig alone
         try:  # the model's own check of the momentum, before anything is built
             ConvStyle(bn_momentum=self.bn_momentum)

@@ -1,7 +1,7 @@
 """tf.data input pipelines: TFDS datasets, offline Fashion-MNIST and image folders.
 
-All three sources (`training.sources`) produce the same stream, ``(image float32 in
-[-1, 1], target)``, batched to the *global* batch size, with the augmentation of
+All three sources (`training.sources`) produce the same stream, ``(image float32 pixels in
+[0, 255], target)`` (the models normalize inside: ``include_preprocessing``), batched to the *global* batch size, with the augmentation of
 ``training.augment``:
 
 * a TFDS name, through ``tfds.builder(...).as_dataset`` (large-image datasets are read as

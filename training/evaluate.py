@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 import keras_inception as ki
+from keras_inception.metadata import write_labels
 from training import data as data_lib
 from training.config import TrainConfig
 from training.metrics import batch_sums, means
@@ -22,16 +23,32 @@ from training.workdir import read_run_config
 CROPS = ("single", "flip", "ten")
 
 
-def load_inference_model(path: str) -> keras.Model:
-    """A `.keras` file, or a workdir holding `inference.keras`; auxiliary heads stripped."""
+def inference_model_path(path: str) -> str:
+    """The `.keras` file of `path`: itself, or a workdir's `inference.keras`.
+
+    Raises:
+        FileNotFoundError, ValueError: no such file, or not a `.keras` file.
+    """
     if os.path.isdir(path):
         path = os.path.join(path, "inference.keras")
     if not os.path.exists(path):
         raise FileNotFoundError(f"model file not found: {path!r}")
     if not path.endswith(".keras"):
         raise ValueError(f"expected a .keras model file or a workdir; received {path!r}")
+    return path
+
+
+def load_inference_model(path: str) -> keras.Model:
+    """A `.keras` file, or a workdir holding `inference.keras`; auxiliary heads stripped.
+
+    The model takes raw pixels in [0, 255]: a file saved before models carried their
+    preprocessing (no "preprocessing" layer; inputs were scaled to [-1, 1]) gets
+    `keras_inception.with_preprocessing(model, "inception")` in front.
+    """
+    path = inference_model_path(path)
     # Files hold plain BatchNormalization; ki.load_model puts the fused kernel back.
-    return ki.strip_aux_heads(ki.load_model(path, compile=False, safe_mode=True))
+    model = ki.strip_aux_heads(ki.load_model(path, compile=False, safe_mode=True))
+    return ki.with_preprocessing(model, "inception")
 
 
 def per_class_accuracy(confusion: np.ndarray) -> list[float | None]:
@@ -284,12 +301,16 @@ def evaluate_saved_model(
 
 
 def export_saved_model(path: str, output: str | None = None) -> str:
-    """Writes a SavedModel of the inference model (auxiliary heads stripped) to `output`,
-    by default `path/export` for a training workdir; returns `output`."""
+    """Writes a SavedModel of the inference model (auxiliary heads stripped, raw pixels
+    in [0, 255] in) to `output`, by default `path/export` for a training workdir, with
+    the labels.txt of the class names the `.keras` file records; returns `output`."""
     if output is None:
         if not os.path.isdir(path):
             raise ValueError(f"pass --output: {path!r} is a model file, not a training workdir")
         output = os.path.join(path, "export")
     model = load_inference_model(path)
     model.export(output, verbose=False)
+    names = ki.class_names_of(inference_model_path(path))
+    if names is not None:
+        write_labels(output, names)
     return output

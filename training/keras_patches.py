@@ -12,6 +12,8 @@ that an upgrade that renames one fails a test instead of a run.
   a step instead of once per variable (`Optimizer._apply_weight_decay`).
 - `fuse_adam_update`: Adam(W) updates each variable with TensorFlow's fused
   `ResourceApplyAdam` (`Adam._momentums`, `_velocities`, `_get_variable_index`).
+- `scale_learning_rate`: some variables update at a fraction of the learning rate
+  (fine-tuning's loaded layers; `Optimizer._get_variable_index`, `_trainable_variables`).
 - `configure_coordination_timeout`: a registration timeout for the multi-worker
   coordination service (`tensorflow.python.eager.context`); no public API sets it.
 
@@ -230,3 +232,36 @@ def configure_coordination_timeout(spec: tf.train.ClusterSpec, timeout: float) -
     # Without the barrier the leader (which hosts the service) waits for ever.
     context.context().coordination_service.cluster_register_with_barrier = True
     return True
+
+
+def scale_learning_rate(
+    optimizer: keras.optimizers.Optimizer, paths: set[str], scale: float
+) -> keras.optimizers.Optimizer:
+    """Makes the built `optimizer` update the variables whose `path` is in `paths` at
+    `scale` times its learning rate; returns it. Keras 3 has no per-variable learning
+    rate, so this instance's `update_step(gradient, variable, learning_rate)`, which the
+    TensorFlow backend calls once per variable, is wrapped (over `fuse_adam_update`'s, if
+    any). The decoupled weight decay keeps the full rate.
+
+    Example:
+    >>> dense = keras.layers.Dense(1, kernel_initializer="zeros", name="d")
+    >>> model = keras.Sequential([keras.Input((1,)), dense])
+    >>> sgd = keras.optimizers.SGD(1.0)
+    >>> sgd.build(model.trainable_variables)
+    >>> sgd = scale_learning_rate(sgd, {dense.kernel.path}, 0.5)
+    >>> sgd.apply([np.ones((1, 1)), np.ones(1)], model.trainable_variables)
+    >>> [float(w.reshape(-1)[0]) for w in model.get_weights()]  # kernel at half the rate
+    [-0.5, -1.0]
+    """
+    if scale == 1.0 or not supported("scale_learning_rate"):
+        return optimizer
+    inner = optimizer.update_step
+
+    def update_step(gradient, variable, learning_rate):
+        index = optimizer._get_variable_index(variable)
+        if optimizer._trainable_variables[index].path in paths:
+            learning_rate = learning_rate * scale
+        return inner(gradient, variable, learning_rate)
+
+    optimizer.update_step = update_step
+    return optimizer

@@ -50,9 +50,18 @@ def monitor_name(model: keras.Model) -> str:
 
 
 def build_model(
-    config: TrainConfig, image_shape: tuple[int, int, int], num_classes: int, **overrides
+    config: TrainConfig,
+    image_shape: tuple[int, int, int],
+    num_classes: int,
+    *,
+    include_preprocessing: str | None = "inception",
+    **overrides,
 ) -> keras.Model:
     """The registered model for `config` and the data; `overrides` go to the builder.
+
+    The model takes the pipeline's raw pixels in [0, 255] and normalizes them itself:
+    `include_preprocessing` is "inception" (`x / 127.5 - 1`) by default, "torch" for
+    torchvision's weights (see `keras_inception.build_googlenet`).
 
     The stem defaults to "small" for images of 64 px or less. With `config.specs`, the
     width table read from that file is built as it is (its widths are final: width
@@ -71,6 +80,7 @@ def build_model(
         min_depth=config.min_depth,
         bottleneck_ratio=config.bottleneck_ratio,
         bn_momentum=config.bn_momentum,
+        include_preprocessing=include_preprocessing,
     )
     if config.specs is not None:
         kwargs["specs"] = ki.load_specs(config.specs)

@@ -397,7 +397,7 @@ def _train(
     _copy_weights(model, plain, optimizer, plain.optimizer)
     digest = weights_digest(plain)
     print(f"Worker {placement.rank}: final weights sha256 {digest}", flush=True)
-    inference = save_models(plain, out_dir, export=export)
+    inference = save_models(plain, out_dir, export=export, class_names=list(datasets.class_names))
     return write_metrics(
         out_dir,
         config,

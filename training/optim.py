@@ -59,7 +59,28 @@ def adamw_cosine(
     base: float, *, steps_per_epoch: int, epochs: int, warmup_epochs: float
 ) -> keras.optimizers.Optimizer:
     """AdamW (weight decay 0.05) with a linear warmup over `warmup_epochs`, then cosine
-    decay to 0 at the last step of the run.
+    decay to 0 at the last step of the run (`warmup_cosine`)."""
+    schedule = warmup_cosine(
+        base, steps_per_epoch=steps_per_epoch, epochs=epochs, warmup_epochs=warmup_epochs
+    )
+    return keras.optimizers.AdamW(schedule, weight_decay=0.05)
+
+
+def sgd_finetune(
+    base: float, *, steps_per_epoch: int, epochs: int, warmup_epochs: float
+) -> keras.optimizers.Optimizer:
+    """Fine-tuning's: SGD with Nesterov momentum 0.9, weight decay 1e-4, the same warmup
+    and cosine decay as `adamw_cosine` (the `finetune` preset: `training.presets`)."""
+    schedule = warmup_cosine(
+        base, steps_per_epoch=steps_per_epoch, epochs=epochs, warmup_epochs=warmup_epochs
+    )
+    return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, weight_decay=1e-4)
+
+
+def warmup_cosine(
+    base: float, *, steps_per_epoch: int, epochs: int, warmup_epochs: float
+) -> schedules.LearningRateSchedule:
+    """A linear warmup over `warmup_epochs`, then cosine decay to 0 at the last step.
 
     Step k of the warmup trains at `base * (k + 1) / warmup_steps`: the last warmup step is
     the first at `base` (Keras's warmup reaches its target one step after its end).
@@ -67,15 +88,13 @@ def adamw_cosine(
     warmup_steps = int(round(warmup_epochs * steps_per_epoch))
     total_steps = max(steps_per_epoch * epochs, 1)
     if warmup_steps > 1:
-        schedule = schedules.CosineDecay(
+        return schedules.CosineDecay(
             base / warmup_steps,
             decay_steps=max(total_steps - warmup_steps + 1, 1),
             warmup_target=base,
             warmup_steps=warmup_steps - 1,
         )
-    else:
-        schedule = schedules.CosineDecay(base, decay_steps=total_steps)
-    return keras.optimizers.AdamW(schedule, weight_decay=0.05)
+    return schedules.CosineDecay(base, decay_steps=total_steps)
 
 
 def scaled_learning_rate(preset: Preset, global_batch_size: int) -> float:

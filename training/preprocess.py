@@ -1,8 +1,9 @@
-"""Per-example recipes of the input pipeline: decode, crop, augment, scale to [-1, 1].
+"""Per-example recipes of the input pipeline: decode, crop, augment; float pixels in [0, 255].
 
 `training.data` maps them over its records: `train_fn` on training examples (with one
 stateless seed pair each), `eval_fn` on validation and test examples. The ops are those of
-`training.augment`.
+`training.augment`. Images stay raw pixels: the models carry their normalization
+(`keras_inception` builders' `include_preprocessing`, "inception" in `training`).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def train_fn(
             image (`augment.random_erasing`), with `augment_images` only.
 
     Returns:
-        The function, float32 [size, size, channels] in [-1, 1]; None when there is no
+        The function, float32 [size, size, channels] in [0, 255]; None when there is no
         augmentation at all (training images are then preprocessed as evaluation's).
     """
     if not augment_images and not pca_lighting:
@@ -72,7 +73,7 @@ def train_fn(
             image = augment.pca_lighting(image, pca_seed)
         if augment_images and random_erasing:
             image = augment.random_erasing(image, erase_seed, random_erasing)
-        return augment.to_symmetric(image)
+        return augment.to_pixels(image)
 
     def large_fn(x, seed):
         crop_seed, flip_seed, color_seed, pca_seed, erase_seed = augment.split_seed(seed, 5)
@@ -92,7 +93,7 @@ def train_fn(
             image = augment.pca_lighting(image, pca_seed)
         if augment_images and random_erasing:
             image = augment.random_erasing(image, erase_seed, random_erasing)
-        return augment.to_symmetric(image)
+        return augment.to_pixels(image)
 
     return small_fn if small else large_fn
 
@@ -111,7 +112,7 @@ def _eval_large(x: tf.Tensor, size: int, channels: int, encoded: bool) -> tf.Ten
 def eval_fn(
     *, small: bool, encoded: bool, size: int, channels: int, ten_crop: bool
 ) -> Callable[[tf.Tensor], tf.Tensor]:
-    """``fn(x)``: one evaluation image, float32 in [-1, 1]: resized (small images), the
+    """``fn(x)``: one evaluation image, float32 in [0, 255]: resized (small images), the
     central 87.5% crop (large ones) or, with ``ten_crop``, ``[10, size, size, channels]``:
     the 4 corners, the centre and their mirror images.
 
@@ -125,13 +126,13 @@ def eval_fn(
 
     def fn(x):
         if ten_crop:
-            crops = augment.ten_crop(_to_image(x, channels, encoded), size) / 255.0
+            crops = augment.ten_crop(_to_image(x, channels, encoded), size)
             crops.set_shape([10, size, size, channels])
-            return augment.to_symmetric(crops)
-        if small:
+            return tf.clip_by_value(crops, 0.0, 255.0)
+        if small:  # the decoded pixels, exactly
             image = _resize_if_needed(_to_image(x, channels, encoded), size)
             image.set_shape([size, size, channels])
-            return augment.to_symmetric(tf.cast(image, tf.float32) / 255.0)
-        return augment.to_symmetric(_eval_large(x, size, channels, encoded))
+            return tf.cast(image, tf.float32)
+        return augment.to_pixels(_eval_large(x, size, channels, encoded))
 
     return fn

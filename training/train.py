@@ -22,6 +22,8 @@ from training.config import TrainConfig
 from training.cpu_mode import CpuUsage, cpu_usage_metrics
 from training.cpu_mode import describe as describe_cpu_usage
 from training.evaluate import evaluate_model, format_per_class
+from training.finetune import fit_in_phases, scale_base_learning_rate
+from training.init_weights import builder_overrides, load_backbone, read_source, resolve_config
 from training.model_setup import (
     build_model,
     compile_model,
@@ -90,6 +92,11 @@ def train_and_evaluate(
                 "would have to agree on a measured plan); received time_budget_minutes="
                 f"{config.time_budget_minutes!r}"
             )
+        if config.init_weights is not None:
+            raise ValueError(
+                "init_weights is not supported under the multiworker strategy; received "
+                f"init_weights={config.init_weights!r}"
+            )
         if extra_callbacks:
             raise ValueError(
                 "extra_callbacks are Keras fit callbacks; the multiworker loop does not call "
@@ -97,6 +104,10 @@ def train_and_evaluate(
             )
         return train_multiworker(config, workdir, placement, overwrite=overwrite, export=export)
     strategy = placement.strategy
+    source = None
+    if config.init_weights is not None:  # the architecture is the source's
+        source = read_source(config.init_weights)
+        config = resolve_config(config, source)
     state = inspect_run(config, workdir, overwrite=overwrite)  # reads only
     if state.status == "finished":
         print(finished_message(workdir, state.metrics))
@@ -109,13 +120,21 @@ def train_and_evaluate(
     if datasets.train_repeats:
         print(repeats_message(datasets, strategy.num_replicas_in_sync))
     with strategy.scope():
-        model = build_model(config, datasets.image_shape, datasets.num_classes)
+        if source is None:
+            model = build_model(config, datasets.image_shape, datasets.num_classes)
+        else:
+            overrides = builder_overrides(config, source, datasets.image_shape[-1])
+            model = build_model(config, datasets.image_shape, datasets.num_classes, **overrides)
+            init_summary = load_backbone(model, source, overrides)
+            print(f"Init weights {config.init_weights}: {init_summary.text()}")
     start_run_workdir(config, workdir, state, overwrite=overwrite)
     plan = plan_run(config, workdir, datasets, strategy, started=started)
     # The budget's epochs from here on: the schedule, fit and metrics.json take them.
     run = config if plan is None else dataclasses.replace(config, epochs=plan.epochs)
     with strategy.scope():
         compile_model(model, run, num_train=datasets.num_train)
+        if source is not None:
+            scale_base_learning_rate(model.optimizer, model, config.base_lr_scale)
     output_names = output_names_of(model)
 
     backup_dir = os.path.join(workdir, "backup")
@@ -146,22 +165,25 @@ def train_and_evaluate(
         *([precise] if precise else []),
         *(extra_callbacks or []),
     ]
-    history = model.fit(
-        with_targets(datasets.train, output_names),
-        validation_data=with_targets(datasets.validation, output_names),
+    history = fit_in_phases(
+        model,
+        freeze_epochs=min(config.freeze_base_epochs, run.epochs),
+        resumed_at=resumed_at,
         epochs=run.epochs,
+        x=with_targets(datasets.train, output_names),
+        validation_data=with_targets(datasets.validation, output_names),
         callbacks=callbacks,
         shuffle=False,  # the pipeline shuffles
         verbose=verbose,
     )
-    check_finite(history.history.get("loss", []), first_epoch=resumed_at + 1)
+    check_finite(history.get("loss", []), first_epoch=resumed_at + 1)
 
     if precise is not None and not precise.current():
         precise.on_test_begin()  # the final weights (an EMA, or a resumed run) get theirs
     usage = cpu_usage_metrics(cpu_usage.epochs, cores)
     if verbose:
         print(describe_cpu_usage(usage))
-    inference = save_models(model, workdir, export=export)
+    inference = save_models(model, workdir, export=export, class_names=list(datasets.class_names))
     test = evaluate_model(inference, datasets.test)
     metrics = write_metrics(
         workdir,
@@ -175,6 +197,7 @@ def train_and_evaluate(
         extra={
             **precise_bn_metrics(precise),
             "cpu_usage": usage,
+            **({"init_weights": init_summary.as_metrics()} if source else {}),
             **({"epoch_plan": dataclasses.asdict(plan)} if plan else {}),
         },
     )

@@ -18,7 +18,10 @@ A training run's workdir:
     confusion.png   test confusion matrix, true vs predicted class (`fit` driver)
     best.keras      the best model by validation accuracy
     model.keras     the final model, with auxiliary heads
-    inference.keras the final model without auxiliary heads (same weights)
+    inference.keras the final model without auxiliary heads (same weights); both .keras
+                    files take raw pixels in [0, 255] and record the class names
+                    (`keras_inception.class_names_of`)
+    labels.txt      the class names, one a line, by label (also in export/)
     export/         a SavedModel of the inference model (`model.export`; not with
                     `export=False`, `--no-export`)
     metrics.json    test top-1, top-5, loss, per-class accuracy, images/s, epoch times,
@@ -37,12 +40,13 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
 
 import keras_inception as ki
+from keras_inception.metadata import write_labels
 from training import machine
 from training.config import TrainConfig
 from training.data import Datasets
@@ -299,10 +303,17 @@ def backed_up_epochs(backup_dir: str) -> int:
     return int(read_json(path).get("epoch", 0))
 
 
-def save_models(model: keras.Model, workdir: str, *, export: bool = True) -> keras.Model:
+def save_models(
+    model: keras.Model,
+    workdir: str,
+    *,
+    export: bool = True,
+    class_names: Sequence[str] | None = None,
+) -> keras.Model:
     """Writes model.keras, inference.keras, export/ (when `export`; an earlier one is
     removed either way) and curves.png; returns the inference model (auxiliary heads
-    stripped, same weights).
+    stripped, same weights). `class_names` go into both .keras files
+    (`keras_inception.write_class_names`) and labels.txt, in the workdir and export/.
 
     inference.keras holds no training state: no optimizer and no loss (ours, the smoothed
     loss, would need `training` to load), so plain Keras opens it.
@@ -312,11 +323,17 @@ def save_models(model: keras.Model, workdir: str, *, export: bool = True) -> ker
     if inference is model:  # one output: the same graph, without the compile state
         inference = keras.Model(model.input, model.output, name=model.name)
     inference.save(os.path.join(workdir, "inference.keras"))
+    if class_names is not None:
+        for name in ("model.keras", "inference.keras"):
+            ki.write_class_names(os.path.join(workdir, name), class_names)
+        write_labels(workdir, class_names)
     export_dir = os.path.join(workdir, "export")
     if os.path.isdir(export_dir):
         shutil.rmtree(export_dir)
     if export:
         inference.export(export_dir, verbose=False)
+        if class_names is not None:
+            write_labels(export_dir, class_names)
     plot_curves(os.path.join(workdir, "history.csv"), os.path.join(workdir, "curves.png"))
     return inference
 
