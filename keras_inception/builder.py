@@ -254,6 +254,38 @@ def _load_weights_file(model: keras.Model, weights: str, include_top: bool) -> N
     model.load_weights(weights)
 
 
+# The keras.applications arguments that every public builder takes and passes to `build`
+# as they are (`build_googlenet` documents them).
+COMMON_ARGUMENTS = (
+    "include_top",
+    "weights",
+    "input_tensor",
+    "input_shape",
+    "pooling",
+    "classes",
+    "classifier_activation",
+    "aux_logits",
+    "stem",
+    "width_multiplier",
+    "min_depth",
+    "bottleneck_ratio",
+    "specs",
+    "dropout",
+    "name",
+    "include_preprocessing",
+)
+
+
+def common_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The `COMMON_ARGUMENTS` of a public builder's `locals()`, as `build`'s keywords.
+
+    >>> arguments = {**dict.fromkeys(COMMON_ARGUMENTS), "padding": "same"}
+    >>> "padding" in common_arguments(arguments), len(common_arguments(arguments))
+    (False, 16)
+    """
+    return {key: arguments[key] for key in COMMON_ARGUMENTS}
+
+
 def build(
     arch: Architecture,
     *,

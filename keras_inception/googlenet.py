@@ -274,22 +274,7 @@ def build_googlenet(
     check_aux_pool(aux_pool)
     return builder.build(
         ARCHITECTURE,
-        include_top=include_top,
-        weights=weights,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
-        aux_logits=aux_logits,
-        stem=stem,
-        width_multiplier=width_multiplier,
-        min_depth=min_depth,
-        bottleneck_ratio=bottleneck_ratio,
-        specs=specs,
-        dropout=dropout,
-        name=name,
-        include_preprocessing=include_preprocessing,
+        **builder.common_arguments(locals()),
         style=ConvStyle(
             batch_norm=batch_norm,
             sync_batch_norm=sync_batch_norm,

@@ -237,12 +237,8 @@ def build_inception_v2(
         specs: mapping. A full width table of the variant's types. Defaults to
             `INCEPTION_V2_SPECS` or `BN_INCEPTION_SPECS`.
         name: str. Model name. Defaults to "inception_v2".
-        include_preprocessing: str or None. Put the input normalization inside the
-            model (a "preprocessing" `Rescaling` layer, as keras.applications'
-            EfficientNetV2): the model then takes raw pixels in [0, 255], uint8 or float.
-            "inception": `x / 127.5 - 1` (ours, TF-Slim, keras.applications); "torch":
-            ImageNet's mean and std, torchvision's (RGB; before `transform_input`, as
-            torchvision). None: the caller scales the inputs. Defaults to None.
+        include_preprocessing: str or None. "inception" or "torch": the model takes raw
+            pixels and normalizes them itself, as in `build_googlenet`. Defaults to None.
 
     Returns:
         A `keras.Model`.
@@ -259,22 +255,7 @@ def build_inception_v2(
         aux_options["batch_norm"] = False
     return builder.build(
         ARCHITECTURES[variant],
-        include_top=include_top,
-        weights=weights,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
-        aux_logits=aux_logits,
-        stem=stem,
-        width_multiplier=width_multiplier,
-        min_depth=min_depth,
-        bottleneck_ratio=bottleneck_ratio,
-        specs=specs,
-        dropout=dropout,
-        name=name,
-        include_preprocessing=include_preprocessing,
+        **builder.common_arguments(locals()),
         style=ConvStyle(
             batch_norm=True,
             bn_scale=False,

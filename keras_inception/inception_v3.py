@@ -188,12 +188,8 @@ def build_inception_v3(
         specs: mapping. A full width table of the same types as `INCEPTION_V3_SPECS`.
             Defaults to `INCEPTION_V3_SPECS`.
         name: str. Model name. Defaults to "inception_v3".
-        include_preprocessing: str or None. Put the input normalization inside the
-            model (a "preprocessing" `Rescaling` layer, as keras.applications'
-            EfficientNetV2): the model then takes raw pixels in [0, 255], uint8 or float.
-            "inception": `x / 127.5 - 1` (ours, TF-Slim, keras.applications); "torch":
-            ImageNet's mean and std, torchvision's (RGB; before `transform_input`, as
-            torchvision). None: the caller scales the inputs. Defaults to None.
+        include_preprocessing: str or None. "inception" or "torch": the model takes raw
+            pixels and normalizes them itself, as in `build_googlenet`. Defaults to None.
 
     Returns:
         A `keras.Model`.
@@ -207,22 +203,7 @@ def build_inception_v3(
     check_aux_pool(aux_pool)
     return builder.build(
         ARCHITECTURE,
-        include_top=include_top,
-        weights=weights,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
-        aux_logits=aux_logits,
-        stem=stem,
-        width_multiplier=width_multiplier,
-        min_depth=min_depth,
-        bottleneck_ratio=bottleneck_ratio,
-        specs=specs,
-        dropout=dropout,
-        name=name,
-        include_preprocessing=include_preprocessing,
+        **builder.common_arguments(locals()),
         style=ConvStyle(
             batch_norm=True,
             bn_scale=bool(bn_scale),

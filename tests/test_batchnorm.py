@@ -192,6 +192,7 @@ def digits_run(folder, workdir, precise_bn_images):
     return metrics, history, training_mode_accuracy(workdir, folder)
 
 
+@pytest.mark.large  # 52 s of 2 cores (make test: 8 min); the exact statistics have fast tests
 def test_small_real_dataset_tests_as_it_trains(digits_folder, tmp_path):
     metrics, history, batch_stat_accuracy = digits_run(digits_folder, str(tmp_path), 4096)
     assert metrics["num_train"] == 1260 and metrics["num_test"] == 397  # 20 steps an epoch

@@ -90,6 +90,7 @@ class _StopAfterFirstEpoch(keras.callbacks.Callback):
         raise _Interrupt(f"killed after epoch {epoch + 1}")
 
 
+@pytest.mark.large  # 38 s of 2 cores (make test: 8 min); the plan arithmetic has fast tests
 def test_run_trains_the_planned_epochs_and_a_resumed_run_keeps_its_plan(
     tmp_path, monkeypatch, capsys
 ):

@@ -216,7 +216,11 @@ def read_trials(workdir):
         return list(csv.DictReader(f))
 
 
-@pytest.mark.parametrize("tuner", ["random", "bayesian", "hyperband"])
+# The random tuner in the fast suite (make test's 8-minute budget); the others are `large`.
+@pytest.mark.parametrize(
+    "tuner",
+    ["random", *(pytest.param(t, marks=pytest.mark.large) for t in ("bayesian", "hyperband"))],
+)
 def test_budget_rejects_before_training_and_does_not_end_the_search(
     tuner, fmnist_dir, tmp_path, monkeypatch
 ):

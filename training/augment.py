@@ -28,6 +28,8 @@ Nothing here runs a TF op at import time: the constants are NumPy arrays.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import tensorflow as tf
 
@@ -116,13 +118,27 @@ def inception_crop(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
 def decode_inception_crop(encoded: tf.Tensor, seed: tf.Tensor, channels: int) -> tf.Tensor:
     """Decodes image bytes and takes the Inception crop; JPEG uses the fused crop decoder."""
 
+    def window(shape: tf.Tensor) -> tf.Tensor:
+        begin, size = _distorted_box(shape, seed)
+        return tf.stack([begin[0], begin[1], size[0], size[1]])
+
+    return _decode_window(encoded, channels, window)
+
+
+def _decode_window(
+    encoded: tf.Tensor, channels: int, window_of: Callable[[tf.Tensor], tf.Tensor]
+) -> tf.Tensor:
+    """Decodes image bytes and crops `window_of(shape)` ([y, x, height, width] of the
+    image's [H, W, C] shape); a JPEG decodes only that window."""
+
     def jpeg() -> tf.Tensor:
-        begin, size = _distorted_box(tf.image.extract_jpeg_shape(encoded), seed)
-        window = tf.stack([begin[0], begin[1], size[0], size[1]])
+        window = window_of(tf.image.extract_jpeg_shape(encoded))
         return tf.image.decode_and_crop_jpeg(encoded, window, channels=channels)
 
     def other() -> tf.Tensor:
-        return inception_crop(decode(encoded, channels), seed)
+        image = decode(encoded, channels)
+        window = window_of(tf.shape(image))
+        return tf.slice(image, [window[0], window[1], 0], [window[2], window[3], -1])
 
     image = tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
     image.set_shape([None, None, channels])
@@ -153,18 +169,9 @@ def decode_central_crop(
     encoded: tf.Tensor, channels: int, fraction: float = EVAL_CROP_FRACTION
 ) -> tf.Tensor:
     """Decodes image bytes and takes the central crop; JPEG decodes only the window."""
-
-    def jpeg() -> tf.Tensor:
-        shape = tf.image.extract_jpeg_shape(encoded)
-        window = _central_window(shape[0], shape[1], fraction)
-        return tf.image.decode_and_crop_jpeg(encoded, window, channels=channels)
-
-    def other() -> tf.Tensor:
-        return central_crop(decode(encoded, channels), fraction)
-
-    image = tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
-    image.set_shape([None, None, channels])
-    return image
+    return _decode_window(
+        encoded, channels, lambda shape: _central_window(shape[0], shape[1], fraction)
+    )
 
 
 def pad_and_random_crop(image: tf.Tensor, pad: int, seed: tf.Tensor) -> tf.Tensor:

@@ -33,6 +33,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_inception import specs
 from keras_inception.googlenet import GOOGLENET_SPECS, build_googlenet
 from keras_inception.inception_v2 import BN_INCEPTION_SPECS, build_inception_v2
 from keras_inception.inception_v3 import INCEPTION_V3_SPECS, build_inception_v3
@@ -43,16 +44,6 @@ from keras_inception.pretrained.converter import (
     batch_norm_names,
 )
 from keras_inception.pretrained.tf_checkpoint import checkpoint_prefix, read_checkpoint
-from keras_inception.specs import (
-    BNModule,
-    BNReduction,
-    V1Module,
-    V3ModuleA,
-    V3ModuleB,
-    V3ModuleC,
-    V3ReductionA,
-    V3ReductionB,
-)
 
 __all__ = [
     "CONVERTER",
@@ -120,7 +111,7 @@ _STEMS = MappingProxyType(
 # -> TF-Slim's `Branch_<i>/<conv>`, by module kind. Branch order = concatenation order.
 _MODULE_PARTS: Mapping[type, Mapping[str, str]] = MappingProxyType(
     {
-        V1Module: {
+        specs.V1Module: {
             "1x1": "Branch_0/Conv2d_0a_1x1",
             "3x3_reduce": "Branch_1/Conv2d_0a_1x1",
             "3x3": "Branch_1/Conv2d_0b_3x3",
@@ -128,7 +119,7 @@ _MODULE_PARTS: Mapping[type, Mapping[str, str]] = MappingProxyType(
             "5x5": "Branch_2/Conv2d_0b_3x3",  # a 3x3 in TF-Slim (branch5x5_kernel=3)
             "pool_proj": "Branch_3/Conv2d_0b_1x1",
         },
-        BNModule: {
+        specs.BNModule: {
             "1x1": "Branch_0/Conv2d_0a_1x1",
             "3x3_reduce": "Branch_1/Conv2d_0a_1x1",
             "3x3": "Branch_1/Conv2d_0b_3x3",
@@ -137,14 +128,14 @@ _MODULE_PARTS: Mapping[type, Mapping[str, str]] = MappingProxyType(
             "3x3dbl_2": "Branch_2/Conv2d_0c_3x3",
             "pool_proj": "Branch_3/Conv2d_0b_1x1",
         },
-        BNReduction: {
+        specs.BNReduction: {
             "3x3_reduce": "Branch_0/Conv2d_0a_1x1",
             "3x3": "Branch_0/Conv2d_1a_3x3",
             "3x3dbl_reduce": "Branch_1/Conv2d_0a_1x1",
             "3x3dbl_1": "Branch_1/Conv2d_0b_3x3",
             "3x3dbl_2": "Branch_1/Conv2d_1a_3x3",
         },
-        V3ModuleA: {
+        specs.V3ModuleA: {
             "1x1": "Branch_0/Conv2d_0a_1x1",
             "5x5_reduce": "Branch_1/Conv2d_0a_1x1",
             "5x5": "Branch_1/Conv2d_0b_5x5",
@@ -153,13 +144,13 @@ _MODULE_PARTS: Mapping[type, Mapping[str, str]] = MappingProxyType(
             "3x3dbl_2": "Branch_2/Conv2d_0c_3x3",
             "pool_proj": "Branch_3/Conv2d_0b_1x1",
         },
-        V3ReductionA: {
+        specs.V3ReductionA: {
             "3x3": "Branch_0/Conv2d_1a_1x1",  # TF-Slim's name; the kernel is 3x3
             "3x3dbl_reduce": "Branch_1/Conv2d_0a_1x1",
             "3x3dbl_1": "Branch_1/Conv2d_0b_3x3",
             "3x3dbl_2": "Branch_1/Conv2d_1a_1x1",  # also 3x3
         },
-        V3ModuleB: {
+        specs.V3ModuleB: {
             "1x1": "Branch_0/Conv2d_0a_1x1",
             "7x7_reduce": "Branch_1/Conv2d_0a_1x1",
             "7x7_1": "Branch_1/Conv2d_0b_1x7",
@@ -171,7 +162,7 @@ _MODULE_PARTS: Mapping[type, Mapping[str, str]] = MappingProxyType(
             "7x7dbl_4": "Branch_2/Conv2d_0e_1x7",
             "pool_proj": "Branch_3/Conv2d_0b_1x1",
         },
-        V3ReductionB: {
+        specs.V3ReductionB: {
             "3x3_reduce": "Branch_0/Conv2d_0a_1x1",
             "3x3": "Branch_0/Conv2d_1a_3x3",
             "7x7x3_reduce": "Branch_1/Conv2d_0a_1x1",
@@ -179,7 +170,7 @@ _MODULE_PARTS: Mapping[type, Mapping[str, str]] = MappingProxyType(
             "7x7x3_2": "Branch_1/Conv2d_0c_7x1",
             "7x7x3_3": "Branch_1/Conv2d_1a_3x3",
         },
-        V3ModuleC: {
+        specs.V3ModuleC: {
             "1x1": "Branch_0/Conv2d_0a_1x1",
             "3x3_reduce": "Branch_1/Conv2d_0a_1x1",
             "3x3_1x3": "Branch_1/Conv2d_0b_1x3",
@@ -407,7 +398,7 @@ def from_slim(
     Example:
     >>> model = from_slim("inception_v3", "inception_v3.ckpt",
     ...                   include_background=False)  # doctest: +SKIP
-    >>> x = preprocess_input(images, "slim")  # doctest: +SKIP
-    >>> decode_predictions(model.predict(x))  # doctest: +SKIP
+    >>> model.output_shape  # ImageNet's 1000 classes, background dropped  # doctest: +SKIP
+    (None, 1000)
     """
     return CONVERTER.load(name, checkpoint, include_background=include_background, **options)
