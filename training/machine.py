@@ -159,8 +159,8 @@ BFLOAT16_FEATURES = ("AVX512-BF16", "AMX")
 def bfloat16_note(details: dict, policy: str) -> str | None:
     """A note for the console when `policy` computes in bfloat16 on a CPU (no GPU) that
     has none of `BFLOAT16_FEATURES`; None otherwise. Such CPUs have no bfloat16
-    arithmetic, so mixed precision may not pay there (not measured on one here); on the
-    Zen 4's AVX512-BF16 it trained InceptionV3 1.75x faster (README)."""
+    arithmetic, so mixed precision may not pay there (the README's speed section has
+    the measured gains on CPUs that have them)."""
     if policy != "mixed_bfloat16" or details["gpus"]:
         return None
     features = details.get("cpu_features", [])

@@ -79,7 +79,7 @@ def train_and_evaluate(
     with `training.multiworker`'s loop (Keras `fit` does not run under that strategy), the
     chief writes the workdir, and `extra_callbacks` and `verbose` are not supported.
     `connect_timeout` is how many seconds a worker waits for the others. `export=False`
-    skips the SavedModel (export/, about 30 s of a 2-core CPU for a GoogLeNet);
+    skips the SavedModel (export/, the slowest file of the run to write);
     `python -m training export` writes it later from the workdir.
     """
     started = time.perf_counter()
