@@ -16,8 +16,9 @@ import pytest
 
 import keras_inception as ki
 
-# GoogLeNet with batch norm (the fused BN layer) in the fast suite; the paper's GoogLeNet
-# (LRN) and InceptionV3 (whose builder BN-Inception and InceptionV2 share) are `large`.
+# GoogLeNet with batch norm (the fused BN layer), the paper's GoogLeNet (LRN), and
+# InceptionV3 (whose builder BN-Inception and InceptionV2 share). In the fast suite,
+# tests/test_fused_batchnorm.py runs a model on JAX without TensorFlow.
 CASES = {
     "googlenet-bn": ("googlenet", dict(stem="small", batch_norm=True)),
     "googlenet-lrn": ("googlenet", dict(stem="small", batch_norm=False)),
@@ -28,7 +29,7 @@ SMALL = dict(input_shape=(32, 32, 1), classes=5, width_multiplier=0.25, aux_logi
 
 @pytest.mark.parametrize(
     "case",
-    [c if c == "googlenet-bn" else pytest.param(c, marks=pytest.mark.large) for c in CASES],
+    [pytest.param(c, marks=pytest.mark.large) for c in CASES],  # ~30 s each: a JAX process
 )
 def test_jax_outputs_equal_tensorflow_outputs(case, tmp_path):
     name, extra = CASES[case]
