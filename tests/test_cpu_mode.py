@@ -68,6 +68,19 @@ def test_epoch_ratio_counts_training_not_validation(tmp_path):
     assert callback.epochs["1"]["pid"] == os.getpid()
 
 
+def test_the_first_step_tracing_on_one_thread_is_left_out(tmp_path):
+    clocks = FakeClocks()
+    callback = usage(tmp_path, clocks)
+    callback.on_epoch_begin(0)
+    clocks.advance(wall=8.0, cpu=8.0)  # the first step traces the graph on one thread
+    callback.on_train_batch_end(0)
+    clocks.advance(wall=20.0, cpu=38.0)
+    callback.on_train_batch_end(1)
+    callback.on_epoch_end(0)
+    assert callback.epochs["1"]["cpu_per_wall"] == pytest.approx(1.9)
+    assert callback.epochs["1"]["wall"] == pytest.approx(20.0)
+
+
 def test_epoch_without_validation_uses_the_whole_epoch(tmp_path):
     clocks = FakeClocks()
     callback = usage(tmp_path, clocks)

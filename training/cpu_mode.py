@@ -100,8 +100,9 @@ def one_core_warning(epoch: int, cpu_per_wall: float, cores: int, idle: float | 
 
 
 class CpuUsage(keras.callbacks.Callback):
-    """Each epoch's training CPU time / wall and machine idle share, kept in the JSON file
-    at `path` across resumed runs (a resumed run is a new process, whose mode may differ).
+    """Each epoch's training CPU time / wall and machine idle share from its second step
+    on, kept in the JSON file at `path` across resumed runs (a resumed run is a new
+    process, whose mode may differ).
 
     Args:
         path: str. The JSON file: {epoch: {"cpu": s, "wall": s, "cpu_per_wall": r,
@@ -155,6 +156,12 @@ class CpuUsage(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start, self._train = self._read(), None
+
+    def on_train_batch_end(self, batch, logs=None):
+        # The clock starts again after an epoch's first step: the first epoch's traces
+        # the graph on one thread, which would read as the one-core mode.
+        if batch == 0 and self._train is None:
+            self._start = self._read()
 
     def on_test_begin(self, logs=None):
         if self._start is not None and self._train is None:  # the epoch's training ends
