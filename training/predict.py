@@ -292,15 +292,18 @@ def run_predict(
     if not paths:
         raise ValueError(f"no images found in {list(images)}")
     predictor = load_predictor(model)
-    rows = predict(
-        predictor, paths, top=min(top, len(predictor.class_names)), batch_size=batch_size
-    )
+    classes = len(predictor.class_names)
+    if top > classes:
+        note = f"note: --top {top} is more than the model's {classes} classes; showing {classes}"
+        print(note, file=sys.stderr)
+        top = classes
+    rows = predict(predictor, paths, top=top, batch_size=batch_size)
     print(*format_table(rows), sep="\n")
     unreadable = sum(row.error is not None for row in rows)
     print(f"{len(rows) - unreadable} images labelled, {unreadable} unreadable")
     if output is not None:
         if output.lower().endswith(".csv"):
-            write_csv(rows, output, top=min(top, len(predictor.class_names)))
+            write_csv(rows, output, top=top)
         else:
             with open(output, "w", encoding="utf-8") as f:
                 json.dump(as_json(rows), f, indent=2)
