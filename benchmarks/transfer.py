@@ -272,27 +272,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--shots", type=common.positive_int, nargs="+", default=[10, 50],
         help="training images a class of classes 5-9",
     )  # fmt: skip
-    parser.add_argument(
-        "--pretrain-epochs", type=common.positive_int, default=3, help="epochs on classes 0-4"
-    )
-    parser.add_argument(
-        "--pretrain-batch-size", type=common.positive_int, default=256, help="its batch"
-    )
-    parser.add_argument(
-        "--pretrain-per-class", type=common.positive_int, default=6000, help="6,000: all"
-    )
-    parser.add_argument(
-        "--test-per-class", type=common.positive_int, default=1000, help="1,000: all"
-    )
-    parser.add_argument(
-        "--val-per-class", type=common.positive_int, default=20, help="small runs' validation"
-    )
-    parser.add_argument(
-        "--epochs", type=common.positive_int, default=30, help="epochs of every small run"
-    )
-    parser.add_argument(
-        "--batch-size", type=common.positive_int, default=25, help="batch of every small run"
-    )
+    for flag, default, text in (
+        ("--pretrain-epochs", 3, "epochs on classes 0-4"),
+        ("--pretrain-batch-size", 256, "its batch"),
+        ("--pretrain-per-class", 6000, "6,000: all"),
+        ("--test-per-class", 1000, "1,000: all"),
+        ("--val-per-class", 20, "small runs' validation"),
+        ("--epochs", 30, "epochs of every small run"),
+        ("--batch-size", 25, "batch of every small run"),
+    ):
+        parser.add_argument(flag, type=common.positive_int, default=default, help=text)
     parser.add_argument(
         "--precise-bn-images", type=int, default=1024,
         help="the small runs' --precise-bn-images (train's 4096, before each of --epochs "
