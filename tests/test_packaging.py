@@ -23,12 +23,21 @@ def _requirements() -> dict[str | None, set[str]]:
     return by_extra
 
 
-def _third_party_imports(folder: pathlib.Path, *, module_level: bool = False) -> set[str]:
-    """Third-party top-level names imported by the modules of `folder` (and its
-    subpackages); `module_level`: only the imports run when a module is imported, not the
-    optional ones inside functions."""
+# The deployment runtimes (the `deploy` extra) are imported by training/runtimes.py when
+# their format is used, so that `import training` works without them.
+DEPLOY_MODULE = ROOT / "training" / "runtimes.py"
+
+
+def _third_party_imports(
+    folder: pathlib.Path, *, module_level: bool = False, exclude: pathlib.Path | None = None
+) -> set[str]:
+    """Third-party top-level names imported by the modules of `folder` (a folder and its
+    subpackages, or one file), but `exclude`; `module_level`: only the imports run when a
+    module is imported, not the optional ones inside functions."""
     names = set()
-    for path in folder.rglob("*.py"):
+    for path in [folder] if folder.is_file() else folder.rglob("*.py"):
+        if path == exclude:
+            continue
         tree = ast.parse(path.read_text())
         for node in tree.body if module_level else ast.walk(tree):
             if isinstance(node, ast.Import):
@@ -54,12 +63,25 @@ def test_the_training_extra_covers_every_import_of_training(folder):
     requirements = _requirements()
     installed = requirements[None] | requirements["training"]
     missing = {}
-    for module in sorted(_third_party_imports(ROOT / folder)):
+    for module in sorted(_third_party_imports(ROOT / folder, exclude=DEPLOY_MODULE)):
         names = {d.lower().replace("_", "-") for d in distributions.get(module, [module])}
         if not names & installed:
             missing[module] = sorted(names)
     assert not missing, f"imported by {folder}/ but in no requirement: {missing}"
     assert {"tensorflow", "tensorflow-datasets", "keras-tuner", "matplotlib"} <= installed
+
+
+def test_the_deploy_extra_covers_every_runtime():
+    distributions = importlib.metadata.packages_distributions()
+    requirements = _requirements()
+    installed = requirements[None] | requirements["training"] | requirements["deploy"]
+    imported = _third_party_imports(DEPLOY_MODULE)
+    assert {"onnxruntime", "openvino", "ai_edge_litert"} <= imported
+    for module in imported:
+        names = {d.lower().replace("_", "-") for d in distributions.get(module, [module])}
+        assert names & installed, f"{module} is imported by {DEPLOY_MODULE.name}, in no extra"
+    # Keras's ONNX export on TensorFlow needs tf2onnx, which it imports itself.
+    assert "tf2onnx" in requirements["deploy"]
 
 
 def _training_modules() -> dict[str, ast.Module]:
@@ -70,9 +92,10 @@ def _training_modules() -> dict[str, ast.Module]:
     return modules
 
 
-# The one deliberate exception: quiet.py imports TensorFlow inside its stderr filter, so
-# that the CUDA-probe lines of TensorFlow's first import can be dropped.
-LATE_IMPORTS = {"training.quiet"}
+# The deliberate exceptions: quiet.py imports TensorFlow inside its stderr filter, so
+# that the CUDA-probe lines of TensorFlow's first import can be dropped; runtimes.py
+# imports a deployment runtime (the `deploy` extra) when its format is used.
+LATE_IMPORTS = {"training.quiet", "training.runtimes"}
 
 
 def test_training_imports_only_at_module_level():

@@ -13,13 +13,12 @@ import dataclasses
 import json
 import sys
 
+from training import deploy, tuning
 from training import train as train_lib
-from training import tuning
 from training.config import TrainConfig
 from training.evaluate import (
     CROPS,
     evaluate_saved_model,
-    export_saved_model,
     format_per_class,
 )
 from training.fields import POSITIVE, POSITIVE_INT, ConfigError, HelpFormatter, add_flags
@@ -128,12 +127,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser(
         "export",
-        help="write a SavedModel of the inference model",
+        help="write the inference model as a SavedModel, ONNX, LiteRT or OpenVINO file, "
+        "checked against Keras",
         formatter_class=HelpFormatter,
     )
     export.add_argument("model_path", help="a training workdir, or a .keras file")
     export.add_argument(
-        "--output", help="SavedModel directory (default: WORKDIR/export for a workdir)"
+        "--format", default="saved_model", choices=deploy.FORMATS, help="the file's format"
+    )
+    export.add_argument(
+        "--output",
+        help="export folder (default: WORKDIR/export for a SavedModel, WORKDIR/export-FORMAT "
+        "for the others)",
+    )
+    export.add_argument(
+        "--int8",
+        action="store_true",
+        help="LiteRT post-training full-integer quantization (uint8 pixels in)",
+    )
+    export.add_argument(
+        "--calibration-images",
+        type=POSITIVE_INT.parse,
+        default=deploy.CALIBRATION_IMAGES,
+        help="training images that calibrate --int8",
+    )
+    export.add_argument(
+        "--check-images",
+        type=POSITIVE_INT.parse,
+        default=deploy.CHECK_IMAGES,
+        help="test images the float file is checked on against Keras",
     )
     predict = commands.add_parser(
         "predict",
@@ -223,12 +245,20 @@ def main(argv: list[str] | None = None) -> int:
                 batch_size=args.batch_size,
             )
         else:
-            output = export_saved_model(args.model_path, args.output)
-            print(f"SavedModel written to {output}")
+            metadata = deploy.export(
+                args.model_path,
+                args.format,
+                args.output,
+                int8=args.int8,
+                calibration_images=args.calibration_images,
+                check_images=args.check_images,
+            )
+            print(f"{metadata['format']} export written to {metadata['output']}")
+            print(deploy.format_check(metadata))
     except ConfigError as err:
         print(f"error: {err.for_flags()}", file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
+    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

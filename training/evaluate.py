@@ -13,7 +13,6 @@ import keras
 import numpy as np
 
 import keras_inception as ki
-from keras_inception.metadata import write_labels
 from training import data as data_lib
 from training.config import TrainConfig
 from training.metrics import batch_sums, means
@@ -298,19 +297,3 @@ def evaluate_saved_model(
         )
         results[crop] = result
     return results
-
-
-def export_saved_model(path: str, output: str | None = None) -> str:
-    """Writes a SavedModel of the inference model (auxiliary heads stripped, raw pixels
-    in [0, 255] in) to `output`, by default `path/export` for a training workdir, with
-    the labels.txt of the class names the `.keras` file records; returns `output`."""
-    if output is None:
-        if not os.path.isdir(path):
-            raise ValueError(f"pass --output: {path!r} is a model file, not a training workdir")
-        output = os.path.join(path, "export")
-    model = load_inference_model(path)
-    model.export(output, verbose=False)
-    names = ki.class_names_of(inference_model_path(path))
-    if names is not None:
-        write_labels(output, names)
-    return output

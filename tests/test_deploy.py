@@ -1,0 +1,195 @@
+"""`python -m training export --format ...` (training.deploy, training.runtimes): every
+format of every model, checked by its own runtime; int8; the errors."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import keras_inception as ki
+from training import deploy, runtimes
+from training.cli import main as cli_main
+from training.evaluate import load_inference_model
+
+# The smallest inputs each family takes, at a tiny width: the exports' costs are the
+# converters' fixed costs, not the model's size.
+MODELS = {
+    "googlenet": (32, 3),
+    "inception_v2": (75, 3),
+    "inception_v3": (75, 3),
+}
+FLOAT_FORMATS = ("saved_model", "onnx", "litert", "openvino")
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    """A `.keras` file per model (raw pixels in, Inception preprocessing, 7 classes), the
+    first with class names."""
+    folder = tmp_path_factory.mktemp("models")
+    files = {}
+    for name, (size, channels) in MODELS.items():
+        model = ki.get_model(
+            name,
+            weights=None,
+            input_shape=(size, size, channels),
+            classes=7,
+            width_multiplier=0.125,
+            min_depth=4,
+            include_preprocessing="inception",
+        )
+        files[name] = str(folder / f"{name}.keras")
+        model.save(files[name])
+    ki.write_class_names(files["googlenet"], [f"class {k}" for k in range(7)])
+    return files
+
+
+@pytest.fixture(scope="module")
+def loaded(model_files):
+    """The inference model of each file, loaded once (as `export` loads it)."""
+    return {name: load_inference_model(path) for name, path in model_files.items()}
+
+
+@pytest.mark.parametrize("fmt", FLOAT_FORMATS)
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_format_of_every_model_equals_keras(model_files, loaded, name, fmt, tmp_path):
+    output = str(tmp_path / fmt)
+    metadata = deploy.export(model_files[name], fmt, output, check_images=8, model=loaded[name])
+    check = metadata["check"]
+    assert check["passed"] and check["max_abs_difference"] <= 1e-4
+    assert check["images"].startswith("8 random images")
+    size, channels = MODELS[name]
+    assert metadata["input"] == {
+        "name": "images",
+        "shape": [None, size, size, channels],
+        "dtype": "float32",
+        "layout": "NHWC",
+        "range": [0, 255],
+    }
+    assert (metadata["format"], metadata["classes"], metadata["preprocessing"]) == (
+        fmt,
+        7,
+        "inception",
+    )
+    with open(os.path.join(output, "metadata.json")) as f:
+        assert json.load(f) == json.loads(json.dumps(metadata))
+    # The file runs on its own, on raw pixels, without Keras's help.
+    file = os.path.join(output, metadata["file"])
+    images = np.random.default_rng(1).integers(0, 256, (3, size, size, channels))
+    expected = keras.saving.load_model(model_files[name]).predict(
+        images.astype("float32"), verbose=0
+    )
+    got = runtimes.load_predict(fmt, file)(images.astype("float32"))
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    has_labels = os.path.exists(os.path.join(output, "labels.txt"))
+    assert has_labels == (name == "googlenet")
+
+
+def test_int8_litert_takes_uint8_pixels_and_reports_agreement(model_files, tmp_path):
+    output = str(tmp_path / "int8")
+    metadata = deploy.export(
+        model_files["googlenet"], "litert", output, int8=True, calibration_images=16
+    )
+    assert metadata["format"] == "litert-int8" and metadata["input"]["dtype"] == "uint8"
+    assert metadata["calibration"].startswith("16 random images")
+    check = metadata["check"]
+    assert set(check) == {"images", "top1_agreement"}  # no labels: no accuracy drop
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=os.path.join(output, "model.tflite"))
+    (source,) = interpreter.get_input_details()
+    assert source["dtype"] == np.uint8 and source["quantization"] == (1.0, 0)  # pixels as they are
+    operations = {op["op_name"] for op in interpreter._get_ops_details()}
+    assert "CONV_2D" in operations and not any(op.startswith("Flex") for op in operations)
+    with open(os.path.join(output, "labels.txt")) as f:
+        assert f.read().splitlines() == [f"class {k}" for k in range(7)]
+
+
+def test_cli_export_prints_the_check(model_files, tmp_path, capsys):
+    output = str(tmp_path / "onnx")
+    argv = ["export", model_files["googlenet"], "--format", "onnx", "--output", output]
+    assert cli_main([*argv, "--check-images", "4"]) == 0
+    out = capsys.readouterr().out
+    assert f"onnx export written to {output}" in out
+    assert "check: 4 random images" in out and "tolerance 0.0001" in out
+
+
+def test_a_file_that_differs_from_keras_fails_naming_the_difference(
+    model_files, loaded, tmp_path, monkeypatch
+):
+    real = runtimes.load_predict
+
+    def off_by(fmt, path, **kwargs):
+        predict = real(fmt, path, **kwargs)
+        return lambda images: predict(images) + 3e-3
+
+    monkeypatch.setattr(deploy, "load_predict", off_by)
+    output = str(tmp_path / "sm")
+    with pytest.raises(
+        RuntimeError, match=r"differs from Keras: max abs difference 0\.003 over 8 random"
+    ):
+        deploy.export(
+            model_files["googlenet"],
+            "saved_model",
+            output,
+            check_images=8,
+            model=loaded["googlenet"],
+        )
+    with open(os.path.join(output, "metadata.json")) as f:
+        assert json.load(f)["check"]["passed"] is False
+
+
+def test_a_failing_export_names_the_layer(loaded, tmp_path, monkeypatch):
+    real = deploy._export
+
+    def no_dense(model, fmt, path, **options):
+        if any(isinstance(layer, keras.layers.Dense) for layer in model.layers):
+            raise ValueError("op MatMul:\nno converter for MatMul")
+        return real(model, fmt, path, **options)
+
+    monkeypatch.setattr(deploy, "_export", no_dense)
+    with pytest.raises(RuntimeError) as info:
+        deploy.write_model_file(loaded["googlenet"], "onnx", str(tmp_path))
+    assert str(info.value) == (
+        "the onnx export fails on layer 'predictions' (Dense): no converter for MatMul"
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"fmt": "tflite"}, "unknown export format 'tflite'"),
+        ({"fmt": "onnx", "int8": True}, "use --format litert; received --format onnx"),
+        ({"fmt": "onnx", "check_images": 0}, "check_images must be a positive integer; received 0"),
+    ],
+)
+def test_bad_arguments_are_named(model_files, kwargs, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        deploy.export(model_files["googlenet"], output=str(tmp_path), **kwargs)
+    assert not os.listdir(tmp_path)
+
+
+def test_a_model_file_needs_an_output_folder(model_files):
+    with pytest.raises(ValueError, match="pass --output: .*googlenet.keras' is a model file"):
+        deploy.export(model_files["googlenet"], "onnx")
+
+
+def test_a_missing_runtime_names_the_extra(monkeypatch):
+    real = runtimes.importlib.util.find_spec
+    monkeypatch.setattr(
+        runtimes.importlib.util,
+        "find_spec",
+        lambda name: None if name == "openvino" else real(name),
+    )
+    with pytest.raises(
+        ImportError,
+        match=r"openvino export needs openvino: pip install 'keras-inception\[deploy\]'",
+    ):
+        runtimes.check_runtime("openvino")
+    runtimes.check_runtime("onnx")
+
+
+def test_bf16_is_openvino_only(tmp_path):
+    with pytest.raises(ValueError, match="received 'bf16' for onnx"):
+        runtimes.load_predict("onnx", tmp_path, precision="bf16")
