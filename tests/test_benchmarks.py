@@ -334,7 +334,9 @@ def test_torch_worker_loads_without_tensorflow():
 # --- one name per concept: the scripts' options are training's (issue 30) -----------------
 
 # The modules of benchmarks/ that are not scripts with options.
-LIBRARIES = ("__init__", "common", "cpu_time", "keras_to_torch", "torch_worker")
+LIBRARIES = (
+    "__init__", "common", "cpu_time", "keras_to_torch", "torch_worker", "torch_inference_worker"
+)  # fmt: skip
 SCRIPTS = sorted(
     path.stem for path in (ROOT / "benchmarks").glob("*.py") if path.stem not in LIBRARIES
 )

@@ -3,22 +3,24 @@ format of every model, checked by its own runtime; int8; the errors."""
 
 import json
 import os
+import pathlib
 
 import keras
 import numpy as np
 import pytest
+from PIL import Image
 
 import keras_inception as ki
 from training import deploy, runtimes
 from training.cli import main as cli_main
 from training.evaluate import load_inference_model
 
-# The smallest inputs each family takes, at a tiny width: the exports' costs are the
-# converters' fixed costs, not the model's size.
+# Each family at a tiny width and its smallest input (GoogLeNet: `make demo`'s shape and
+# stem): the exports' costs are the converters' fixed costs, not the model's size.
 MODELS = {
-    "googlenet": (32, 3),
-    "inception_v2": (75, 3),
-    "inception_v3": (75, 3),
+    "googlenet": (28, 1, {"stem": "small_pool"}),
+    "inception_v2": (75, 3, {}),
+    "inception_v3": (75, 3, {}),
 }
 FLOAT_FORMATS = ("saved_model", "onnx", "litert", "openvino")
 
@@ -29,7 +31,7 @@ def model_files(tmp_path_factory):
     first with class names."""
     folder = tmp_path_factory.mktemp("models")
     files = {}
-    for name, (size, channels) in MODELS.items():
+    for name, (size, channels, options) in MODELS.items():
         model = ki.get_model(
             name,
             weights=None,
@@ -38,6 +40,7 @@ def model_files(tmp_path_factory):
             width_multiplier=0.125,
             min_depth=4,
             include_preprocessing="inception",
+            **options,
         )
         files[name] = str(folder / f"{name}.keras")
         model.save(files[name])
@@ -51,15 +54,36 @@ def loaded(model_files):
     return {name: load_inference_model(path) for name, path in model_files.items()}
 
 
+@pytest.fixture(scope="module")
+def exported(model_files, loaded, tmp_path_factory):
+    """`exported(name, fmt, int8=False)`: the export's folder and metadata, written once
+    per module, in `ROOT/runs/demo/export-FMT` (GoogLeNet: docs/deploy.md's paths)."""
+    root = tmp_path_factory.mktemp("exports")
+    done = {}
+
+    def export(name, fmt, *, int8=False):
+        if (name, fmt, int8) not in done:
+            folder = "export-" + fmt + ("-int8" if int8 else "")
+            output = str(root / ("runs/demo" if name == "googlenet" else name) / folder)
+            metadata = deploy.export(
+                model_files[name], fmt, output, int8=int8, calibration_images=16,
+                check_images=8, model=loaded[name],
+            )  # fmt: skip
+            done[name, fmt, int8] = output, metadata
+        return done[name, fmt, int8]
+
+    export.root = root
+    return export
+
+
 @pytest.mark.parametrize("fmt", FLOAT_FORMATS)
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_every_format_of_every_model_equals_keras(model_files, loaded, name, fmt, tmp_path):
-    output = str(tmp_path / fmt)
-    metadata = deploy.export(model_files[name], fmt, output, check_images=8, model=loaded[name])
+def test_every_format_of_every_model_equals_keras(exported, loaded, name, fmt):
+    output, metadata = exported(name, fmt)
     check = metadata["check"]
     assert check["passed"] and check["max_abs_difference"] <= 1e-4
     assert check["images"].startswith("8 random images")
-    size, channels = MODELS[name]
+    size, channels, _ = MODELS[name]
     assert metadata["input"] == {
         "name": "images",
         "shape": [None, size, size, channels],
@@ -77,20 +101,15 @@ def test_every_format_of_every_model_equals_keras(model_files, loaded, name, fmt
     # The file runs on its own, on raw pixels, without Keras's help.
     file = os.path.join(output, metadata["file"])
     images = np.random.default_rng(1).integers(0, 256, (3, size, size, channels))
-    expected = keras.saving.load_model(model_files[name]).predict(
-        images.astype("float32"), verbose=0
-    )
+    expected = keras.ops.convert_to_numpy(loaded[name](images.astype("float32")))
     got = runtimes.load_predict(fmt, file)(images.astype("float32"))
     np.testing.assert_allclose(got, expected, atol=1e-4)
     has_labels = os.path.exists(os.path.join(output, "labels.txt"))
     assert has_labels == (name == "googlenet")
 
 
-def test_int8_litert_takes_uint8_pixels_and_reports_agreement(model_files, tmp_path):
-    output = str(tmp_path / "int8")
-    metadata = deploy.export(
-        model_files["googlenet"], "litert", output, int8=True, calibration_images=16
-    )
+def test_int8_litert_takes_uint8_pixels_and_reports_agreement(exported):
+    output, metadata = exported("googlenet", "litert", int8=True)
     assert metadata["format"] == "litert-int8" and metadata["input"]["dtype"] == "uint8"
     assert metadata["calibration"].startswith("16 random images")
     check = metadata["check"]
@@ -193,3 +212,26 @@ def test_a_missing_runtime_names_the_extra(monkeypatch):
 def test_bf16_is_openvino_only(tmp_path):
     with pytest.raises(ValueError, match="received 'bf16' for onnx"):
         runtimes.load_predict("onnx", tmp_path, precision="bf16")
+
+
+def _python_blocks(path):
+    text = pathlib.Path(path).read_text()
+    return [block.split("```", 1)[0] for block in text.split("```python\n")[1:]]
+
+
+def test_the_deploy_docs_snippets_run(exported, monkeypatch):
+    """docs/deploy.md's Python, in order, on a demo-shaped model's exports: each snippet
+    labels the same image with the same class."""
+    for fmt, int8 in (("onnx", False), ("litert", True), ("openvino", False)):
+        exported("googlenet", fmt, int8=int8)
+    monkeypatch.chdir(exported.root)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (40, 30), dtype=np.uint8)).save("shoe.png")
+    blocks = _python_blocks(os.path.join(os.path.dirname(__file__), "..", "docs", "deploy.md"))
+    assert len(blocks) == 3
+    printed = []
+    namespace = {"print": printed.append}
+    for block in blocks:
+        exec(compile(block, "docs/deploy.md", "exec"), namespace)
+    assert len(printed) == 3 and printed[0] in {f"class {k}" for k in range(7)}
+    assert printed[2] == printed[0]  # OpenVINO float labels as ONNX Runtime does

@@ -574,6 +574,11 @@ def test_cli_export(finished_run, tmp_path):
     _, workdir, _, _ = finished_run
     assert cli_main(["export", workdir, "--output", str(tmp_path / "sm")]) == 0
     assert (tmp_path / "sm" / "saved_model.pb").exists()
+    # Checked on the run's own test images (not random ones), with their names beside it.
+    metadata = json.loads((tmp_path / "sm" / "metadata.json").read_text())
+    assert metadata["check"]["images"] == "64 test images of fashion_mnist"
+    assert metadata["check"]["passed"] and metadata["weights"]["workdir"] == workdir
+    assert (tmp_path / "sm" / "labels.txt").read_text().splitlines()[0] == "T-shirt/top"
 
 
 @pytest.mark.parametrize(
