@@ -60,15 +60,11 @@ python -m benchmarks.inference --googlenet-image-size 32 --v3-image-size 75 \\
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib.util
 import json
 import math
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -78,19 +74,17 @@ if not __package__:  # run by path (`python benchmarks/inference.py`): import fr
     # root, and set the process up before TensorFlow is imported (benchmarks/__init__.py).
     import benchmarks  # noqa: F401
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import keras_inception as ki  # noqa: E402
 from benchmarks import common  # noqa: E402
-from benchmarks.torch_inference_worker import inputs as torch_inputs  # noqa: E402
-from benchmarks.torch_inference_worker import raw_pixels  # noqa: E402
-from benchmarks.torch_worker import TorchPeer  # noqa: E402
-from keras_inception.pretrained import torchvision as torchvision_layout  # noqa: E402
+from benchmarks.inference_engines import (  # noqa: E402
+    ENGINES,
+    InferencePeer,
+    describe_torch,
+    measure,
+    prepare_model,
+)
 from training import machine  # noqa: E402
-from training.deploy import write_model_file  # noqa: E402
-from training.runtimes import load_predict  # noqa: E402
 
 MODELS = ("googlenet", "inception_v3")
 # Each model's ImageNet side, smallest side, and its option's dest.
@@ -100,53 +94,11 @@ SIZE_OPTIONS: Mapping[str, str] = {
     "googlenet": "--googlenet-image-size",
     "inception_v3": "--v3-image-size",
 }
-CLASSES = 1000
 TARGET = 1.5  # our fastest / the fastest torch path, batch-1 latency (issue 34)
 MIN_CALLS = 50  # timed batch-1 calls behind a verdict
-CALIBRATION_IMAGES = 16  # random images that calibrate litert_int8
 BATCH_WARMUP = 2  # untimed calls at the batch size, per engine
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of bf16 arithmetic
 TORCH_MISSING = "{} not installed: make install-torch"
-WORKER = Path(__file__).resolve().with_name("torch_inference_worker.py")
-
-
-@dataclasses.dataclass(frozen=True)
-class EngineSpec:
-    """How an engine runs: whose it is, its precision, the format it exports to (ours:
-    `training.deploy.FORMATS`, torch: the `torch_inference_worker.ENGINES` way), and
-    the note of its row."""
-
-    side: str  # "ours" or "torch"
-    precision: str
-    runs: str  # ours: "keras", "tf_function", "tf_xla" or a format; torch: a worker way
-    note: str
-
-
-ENGINES: Mapping[str, EngineSpec] = {
-    "keras_predict": EngineSpec("ours", "fp32", "keras", "model.predict(x, batch_size=len(x))"),
-    "tf_function": EngineSpec("ours", "fp32", "tf_function", "tf.function(model), graph mode"),
-    "tf_xla": EngineSpec("ours", "fp32", "tf_xla", "tf.function(model, jit_compile=True)"),
-    "saved_model": EngineSpec("ours", "fp32", "saved_model", "tf.saved_model.load, serve"),
-    "onnxruntime": EngineSpec("ours", "fp32", "onnx", "Keras's ONNX export, ORT CPU provider"),
-    "litert": EngineSpec("ours", "fp32", "litert", "LiteRT, XNNPACK"),
-    "litert_int8": EngineSpec(
-        "ours",
-        "int8",
-        "litert",
-        f"LiteRT full int8, calibrated on {CALIBRATION_IMAGES} random images (random "
-        "weights: latency only)",
-    ),
-    "openvino": EngineSpec("ours", "fp32", "openvino", "OpenVINO CPU, precision hint f32"),
-    "openvino_bf16": EngineSpec("ours", "bf16", "openvino", "OpenVINO CPU, precision hint bf16"),
-    "torch_eager": EngineSpec("torch", "fp32", "eager", "eager, NCHW"),
-    "torch_channels_last": EngineSpec("torch", "fp32", "channels_last", "eager, channels_last"),
-    "torch_compile": EngineSpec(
-        "torch", "fp32", "compile", "torch.compile (inductor, freezing), channels_last"
-    ),
-    "torch_onnxruntime": EngineSpec(
-        "torch", "fp32", "onnx", "torch.onnx.export (TorchScript exporter), ORT CPU provider"
-    ),
-}
 RATIO_COLUMN = "vs fastest torch"
 
 
@@ -163,37 +115,6 @@ def columns(batch_size: int) -> tuple[str, ...]:
         common.CPU_COLUMN,
         "note",
     )
-
-
-# --- pure helpers ------------------------------------------------------------------------
-
-
-def latency_ms(seconds: Sequence[float]) -> tuple[float, float]:
-    """p50 and p90 in milliseconds of per-call `seconds` (NumPy's linear interpolation);
-    NaNs for no calls.
-
-    Example:
-    >>> latency_ms([0.004, 0.001, 0.003, 0.002, 0.005])
-    (3.0, 4.6)
-    """
-    if not len(seconds):
-        return float("nan"), float("nan")
-    p50, p90 = np.percentile(np.asarray(seconds, dtype=np.float64) * 1e3, [50, 90])
-    return round(float(p50), 9), round(float(p90), 9)
-
-
-def split_calls(total: int, rounds: int) -> list[int]:
-    """`total` calls shared among `rounds` rounds as evenly as they go, the larger shares
-    first (a round may get none).
-
-    Example:
-    >>> split_calls(52, 5)
-    [11, 11, 10, 10, 10]
-    """
-    if total < 0 or rounds < 1:
-        raise ValueError(f"need total >= 0 and rounds >= 1; received {total}, {rounds}")
-    share, extra = divmod(total, rounds)
-    return [share + (i < extra) for i in range(rounds)]
 
 
 def bf16_flags(flags: str) -> list[str]:
@@ -280,260 +201,8 @@ def verdict(rows: Sequence[dict], model: str, calls: int) -> str:
     return line + f"target {TARGET}x {'met' if ratio >= TARGET else 'NOT met'}"
 
 
-# --- engines -----------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Timing:
-    """One run of calls: each call's wall seconds, the CPU and wall seconds over all
-    (of the process that ran them), and the last output's shape."""
-
-    seconds: list[float]
-    cpu: float
-    wall: float
-    shape: tuple[int, ...]
-
-
-class LocalRunner:
-    """An engine in this process: `predict` on fixed inputs by batch size."""
-
-    def __init__(self, predict: Callable[[np.ndarray], Any], images: Callable[[int], np.ndarray]):
-        self.predict, self.images, self.cache = predict, images, {}
-
-    def run(self, batch: int, calls: int) -> Timing:
-        if batch not in self.cache:
-            self.cache[batch] = self.images(batch)
-        x, usage, seconds, output = self.cache[batch], common.CpuTime(), [], None
-        start = usage.mark()
-        for _ in range(calls):
-            begin = time.perf_counter()
-            output = self.predict(x)  # every predict returns a NumPy array: work is done
-            seconds.append(time.perf_counter() - begin)
-        usage.add(start, usage.mark())
-        return Timing(seconds, usage.cpu, usage.wall, tuple(np.shape(output)))
-
-
-class TorchRunner:
-    """An engine of the torch process, kept there under `key`."""
-
-    def __init__(self, peer: TorchPeer, key: str):
-        self.peer, self.key = peer, key
-
-    def run(self, batch: int, calls: int) -> Timing:
-        reply = self.peer.request("run", id=self.key, batch=batch, calls=calls)
-        shape = tuple(reply["output_shape"] or ())
-        return Timing(reply["seconds"], reply["cpu_seconds"], reply["wall_seconds"], shape)
-
-
-@dataclasses.dataclass
-class Row:
-    """One engine on one model: its runner, and what was measured."""
-
-    model: str
-    engine: str
-    runner: LocalRunner | TorchRunner | None = None
-    note: str = ""
-    latencies: list[float] = dataclasses.field(default_factory=list)  # batch-1 seconds
-    batch_seconds: list[float] = dataclasses.field(default_factory=list)
-    usage: common.CpuTime = dataclasses.field(default_factory=common.CpuTime)
-    error: str | None = None
-
-    def fail(self, what: str, err: BaseException | str) -> None:
-        text = str(err).strip().splitlines()
-        reason = text[-1] if text else type(err).__name__
-        self.error = f"{what} failed: {reason}"[:200]
-        self.runner = None
-
-    def run(self, batch: int, calls: int, *, timed: bool) -> list[float]:
-        """`calls` calls at `batch`; a timed run's CPU time and wall go to `usage`.
-
-        Raises:
-            RuntimeError: the output is not `batch` rows of `CLASSES` values.
-        """
-        timing = self.runner.run(batch, calls)
-        if len(timing.shape) != 2 or timing.shape != (batch, CLASSES):
-            raise RuntimeError(f"output shape {timing.shape}; expected {(batch, CLASSES)}")
-        if timed:
-            self.usage.add_seconds(timing.cpu, timing.wall)
-        return timing.seconds
-
-    def table_row(self, batch_size: int) -> dict:
-        spec = ENGINES[self.engine]
-        p50, p90 = latency_ms(self.latencies)
-        images = batch_size * len(self.batch_seconds)
-        total = sum(self.batch_seconds)
-        return {
-            "model": self.model,
-            "engine": self.engine,
-            "side": spec.side,
-            "precision": spec.precision,
-            "batch-1 p50 ms": p50,
-            "batch-1 p90 ms": p90,
-            f"batch-{batch_size} img/s": images / total if total > 0 else math.nan,
-            common.CPU_COLUMN: self.usage.ratio,
-            "note": self.error or self.note or spec.note,
-            "batch-1 calls": len(self.latencies),
-            f"batch-{batch_size} calls": len(self.batch_seconds),
-        }
-
-
-class InferencePeer(TorchPeer):
-    """The torch process of this script: `benchmarks/torch_inference_worker.py` run by
-    path with `threads` threads, spoken to as `TorchPeer` speaks (`request`, `close`),
-    with `OMP_WAIT_POLICY=PASSIVE` unless the environment sets it, as `TorchPeer`'s."""
-
-    def __init__(self, threads: int):
-        self.process = subprocess.Popen(
-            [sys.executable, str(WORKER), str(threads)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env={"OMP_WAIT_POLICY": "PASSIVE", **os.environ},
-        )
-
-
-def describe_torch(info: Mapping[str, Any]) -> str:
-    return (
-        f"torch {info['torch']}, torchvision {info['torchvision']} (separate process); "
-        f"threads: intra-op {info['threads']}, inter-op {info['interop_threads']}, "
-        f"OMP_WAIT_POLICY={info['omp_wait_policy']}; oneDNN (mkldnn) "
-        f"{'available' if info['mkldnn'] else 'unavailable'}"
-    )
-
-
 def image_size(args: argparse.Namespace, model: str) -> int:
     return getattr(args, SIZE_OPTIONS[model].removeprefix("--").replace("-", "_"))
-
-
-def build_ours(model: str, size: int, width_multiplier: float, seed: int) -> keras.Model:
-    """Our `model` in torchvision's layout, random weights (seeded), `size`x`size`x3 raw
-    pixels in (torchvision's normalization inside), softmax over `CLASSES`."""
-    keras.utils.set_random_seed(seed)
-    kwargs = torchvision_layout.builder_kwargs(
-        model, input_shape=(size, size, 3), classifier_activation="softmax", classes=CLASSES
-    )
-    return ki.get_model(
-        model, **kwargs, width_multiplier=width_multiplier, include_preprocessing="torch"
-    )
-
-
-def our_predict(
-    engine: str,
-    model: keras.Model,
-    folder: str,
-    files: dict[str, str],
-    *,
-    threads: int,
-    seed: int,
-) -> Callable[[np.ndarray], Any]:
-    """The predict function of our `engine`; exported files are written into `folder`
-    once per format (`files`: format -> path, shared by the engines of one model)."""
-    runs = ENGINES[engine].runs
-    if runs == "keras":
-        return lambda x: model.predict(x, batch_size=len(x), verbose=0)
-    if runs in ("tf_function", "tf_xla"):
-        signature = [tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)]
-        function = tf.function(
-            lambda x: model(x, training=False),
-            input_signature=signature,
-            jit_compile=runs == "tf_xla",
-        )
-        return lambda x: function(x).numpy()
-    key = "litert_int8" if engine == "litert_int8" else runs
-    if key not in files:
-        calibration = None
-        if engine == "litert_int8":
-            calibration = raw_pixels(model.input_shape[1], CALIBRATION_IMAGES, seed + 1)
-        files[key] = write_model_file(
-            model, runs, os.path.join(folder, key), calibration=calibration
-        )
-    precision = "bf16" if engine == "openvino_bf16" else "fp32"
-    return load_predict(runs, files[key], precision=precision, threads=threads)
-
-
-def prepare_model(
-    model_name: str,
-    engines: Sequence[str],
-    args: argparse.Namespace,
-    folder: str,
-    peer: TorchPeer | None,
-    torch_note: str | None,
-) -> list[Row]:
-    """A row per engine of `model_name`, each with its runner ready (or its failure)."""
-    size = image_size(args, model_name)
-    model = build_ours(model_name, size, args.width_multiplier, args.seed)
-    # A folder per model: LiteRT and OpenVINO map their files while they run them.
-    folder = os.path.join(folder, model_name)
-    files: dict[str, str] = {}
-    rows = []
-    for engine in engines:
-        spec = ENGINES[engine]
-        row = Row(model_name, engine)
-        rows.append(row)
-        try:
-            if spec.side == "ours":
-                dtype = np.uint8 if engine == "litert_int8" else np.float32
-                predict = our_predict(
-                    engine, model, folder, files, threads=args.threads, seed=args.seed
-                )
-                row.runner = LocalRunner(
-                    predict, lambda b, d=dtype: raw_pixels(size, b, args.seed).astype(d)
-                )
-            elif peer is None:
-                row.error = torch_note
-            elif spec.runs == "onnx":
-                path = os.path.join(folder, f"torch_{model_name}.onnx")
-                peer.request("export_onnx", model=model_name, size=size, seed=args.seed, path=path)
-                predict = load_predict("onnx", path, threads=args.threads)
-                row.runner = LocalRunner(predict, lambda b: torch_inputs(size, b, args.seed))
-            else:
-                key = f"{model_name}/{engine}"
-                peer.request(
-                    "build", id=key, model=model_name, engine=spec.runs, size=size, seed=args.seed
-                )
-                row.runner = TorchRunner(peer, key)
-        except Exception as err:  # noqa: BLE001 (an engine that fails is a row's note)
-            if row.error is None:
-                row.fail("preparing", err)
-    return rows
-
-
-def measure(
-    rows: Sequence[Row],
-    batch: int,
-    *,
-    warmup: int,
-    calls: int,
-    rounds: int,
-    record: Callable[[Row], list[float]],
-    rewarm: bool,
-) -> None:
-    """Warms every live row up at `batch` (`warmup` calls), then runs `calls` timed calls
-    of each, interleaved over `rounds` rounds; adds each call's seconds to `record(row)`.
-    With `rewarm`, a row's share in a round starts with one untimed call. A row that
-    raises is marked failed and left out from then on."""
-
-    def attempt(row: Row, what: str, step: Callable[[], None]) -> None:
-        if row.runner is None:
-            return
-        try:
-            step()
-        except Exception as err:  # noqa: BLE001 (torch.compile fails at its first call)
-            row.fail(what, err)
-
-    for row in rows:
-        attempt(row, f"warm-up at batch {batch}", lambda r=row: r.run(batch, warmup, timed=False))
-    for share in split_calls(calls, rounds):
-        if share == 0:
-            continue
-        for row in rows:
-
-            def step(r: Row = row, n: int = share) -> None:
-                if rewarm:
-                    r.run(batch, 1, timed=False)
-                record(r).extend(r.run(batch, n, timed=True))
-
-            attempt(row, f"timing at batch {batch}", step)
 
 
 def run(args: argparse.Namespace, notes: list[str] | None = None) -> list[dict]:
@@ -553,7 +222,17 @@ def run(args: argparse.Namespace, notes: list[str] | None = None) -> list[dict]:
             rows = [
                 row
                 for model_name in dict.fromkeys(args.models)
-                for row in prepare_model(model_name, engines, args, folder, peer, torch_note)
+                for row in prepare_model(
+                    model_name,
+                    engines,
+                    folder,
+                    peer,
+                    torch_note,
+                    size=image_size(args, model_name),
+                    width_multiplier=args.width_multiplier,
+                    seed=args.seed,
+                    threads=args.threads,
+                )
             ]
             if peer is not None:
                 notes.append(describe_torch(peer.request("info")))

@@ -5,7 +5,7 @@ torch and TensorFlow in one process crash after a torch forward pass (two OpenMP
 runtimes), so the torch rows run in a child process: `python
 benchmarks/torch_inference_worker.py [THREADS]`, which imports torch, torchvision, NumPy
 and its sibling `cpu_time`, and never TensorFlow, Keras or the `benchmarks` package
-(whose import starts TensorFlow). The driver (`benchmarks.inference.InferencePeer`, a
+(whose import starts TensorFlow). The driver (`benchmarks.inference_engines.InferencePeer`, a
 `benchmarks.torch_worker.TorchPeer` started on this file) sends one JSON line a request
 on the child's stdin; each reply is one JSON line on its stdout: `{"ok": true, ...}` or
 `{"ok": false, "error": ...}`. Commands:

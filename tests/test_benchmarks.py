@@ -335,7 +335,8 @@ def test_torch_worker_loads_without_tensorflow():
 
 # The modules of benchmarks/ that are not scripts with options.
 LIBRARIES = (
-    "__init__", "common", "cpu_time", "keras_to_torch", "torch_worker", "torch_inference_worker"
+    "__init__", "common", "cpu_time", "keras_to_torch", "torch_worker", "torch_inference_worker",
+    "inference_engines",
 )  # fmt: skip
 SCRIPTS = sorted(
     path.stem for path in (ROOT / "benchmarks").glob("*.py") if path.stem not in LIBRARIES

@@ -1,5 +1,6 @@
-"""benchmarks/inference.py: its pure helpers, its measuring loop on fake engines, its
-command line, a tiny run of two of our engines, and its torch process's imports.
+"""benchmarks/inference.py and its engines (inference_engines.py): the pure helpers, the
+measuring loop on fake engines, the command line, a tiny run of two of our engines, and
+the torch process's imports.
 
 No figure is checked (the machine is shared): the tests check what is computed from
 given times, and that the script runs and says what it measured.
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import common, inference
+from benchmarks import inference_engines as engines
 from benchmarks import torch_inference_worker as worker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_docstring_examples_run():
     import doctest
 
-    for module in (inference, worker):
+    for module in (inference, engines, worker):
         result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
         assert result.failed == 0 and result.attempted >= 2, module.__name__
 
@@ -30,17 +32,17 @@ def test_docstring_examples_run():
 def test_latency_percentiles():
     # 1..10 ms in any order: linear interpolation, p50 between 5 and 6, p90 at 9.1.
     seconds = [0.007, 0.001, 0.010, 0.004, 0.002, 0.009, 0.003, 0.006, 0.005, 0.008]
-    assert inference.latency_ms(seconds) == (5.5, 9.1)
-    assert inference.latency_ms([0.002]) == (2.0, 2.0)
-    assert all(math.isnan(value) for value in inference.latency_ms([]))
+    assert engines.latency_ms(seconds) == (5.5, 9.1)
+    assert engines.latency_ms([0.002]) == (2.0, 2.0)
+    assert all(math.isnan(value) for value in engines.latency_ms([]))
 
 
 def test_split_calls():
-    assert inference.split_calls(50, 5) == [10, 10, 10, 10, 10]
-    assert inference.split_calls(52, 5) == [11, 11, 10, 10, 10]
-    assert inference.split_calls(3, 5) == [1, 1, 1, 0, 0]
+    assert engines.split_calls(50, 5) == [10, 10, 10, 10, 10]
+    assert engines.split_calls(52, 5) == [11, 11, 10, 10, 10]
+    assert engines.split_calls(3, 5) == [1, 1, 1, 0, 0]
     with pytest.raises(ValueError, match="received 3, 0"):
-        inference.split_calls(3, 0)
+        engines.split_calls(3, 0)
 
 
 def test_bf16_flags_from_cpuinfo_flags():
@@ -87,7 +89,7 @@ def table(rows):
         {
             "model": model,
             "engine": engine,
-            "side": inference.ENGINES[engine].side,
+            "side": engines.ENGINES[engine].side,
             "batch-1 p50 ms": p50,
         }
         for model, engine, p50 in rows
@@ -143,16 +145,16 @@ class FakeRunner:
             raise RuntimeError("first line\nboom")
         # This process's CPU time: twice the wall (two cores busy).
         wall = self.seconds * calls
-        return inference.Timing([self.seconds] * calls, 2 * wall, wall, (batch, self.classes))
+        return engines.Timing([self.seconds] * calls, 2 * wall, wall, (batch, self.classes))
 
 
 def test_measure_interleaves_rewarms_and_times():
     log = []
     rows = [
-        inference.Row("googlenet", "onnxruntime", FakeRunner("a", log)),
-        inference.Row("googlenet", "torch_eager", FakeRunner("b", log, seconds=0.02)),
+        engines.Row("googlenet", "onnxruntime", FakeRunner("a", log)),
+        engines.Row("googlenet", "torch_eager", FakeRunner("b", log, seconds=0.02)),
     ]
-    inference.measure(
+    engines.measure(
         rows, 1, warmup=2, calls=5, rounds=2, record=lambda row: row.latencies, rewarm=True
     )
     assert log == [
@@ -162,7 +164,7 @@ def test_measure_interleaves_rewarms_and_times():
     ]  # fmt: skip
     assert [len(row.latencies) for row in rows] == [5, 5]
     log.clear()
-    inference.measure(
+    engines.measure(
         rows, 4, warmup=1, calls=3, rounds=5, record=lambda row: row.batch_seconds, rewarm=False
     )
     assert log == [("a", 4, 1), ("b", 4, 1), ("a", 4, 1), ("b", 4, 1), ("a", 4, 1),
@@ -180,11 +182,11 @@ def test_measure_interleaves_rewarms_and_times():
 def test_a_failing_engine_becomes_its_rows_note():
     log = []
     rows = [
-        inference.Row("googlenet", "torch_compile", FakeRunner("a", log, fail_on=1)),
-        inference.Row("googlenet", "litert", FakeRunner("b", log, classes=10)),
-        inference.Row("googlenet", "openvino", FakeRunner("c", log)),
+        engines.Row("googlenet", "torch_compile", FakeRunner("a", log, fail_on=1)),
+        engines.Row("googlenet", "litert", FakeRunner("b", log, classes=10)),
+        engines.Row("googlenet", "openvino", FakeRunner("c", log)),
     ]
-    inference.measure(
+    engines.measure(
         rows, 1, warmup=1, calls=2, rounds=2, record=lambda row: row.latencies, rewarm=False
     )
     assert log == [("a", 1, 1), ("b", 1, 1), ("c", 1, 1), ("c", 1, 1), ("c", 1, 1)]
@@ -212,7 +214,7 @@ def test_columns_and_defaults():
     assert args.models == ["googlenet", "inception_v3"]
     assert (args.googlenet_image_size, args.v3_image_size) == (224, 299)
     assert (args.calls, args.batch_size, args.width_multiplier) == (50, 32, 1.0)
-    assert args.engines == list(inference.ENGINES) and args.output is None
+    assert args.engines == list(engines.ENGINES) and args.output is None
     assert inference.columns(32)[5] == "batch-32 img/s"
     assert inference.columns(32)[-2:] == (common.CPU_COLUMN, "note")
 
@@ -262,7 +264,7 @@ def test_tiny_run_of_two_engines(tmp_path, capsys, monkeypatch):
         ("torch_eager", 0, 0),
     ]
     for row in rows[:2]:
-        assert row["note"] == inference.ENGINES[row["engine"]].note
+        assert row["note"] == engines.ENGINES[row["engine"]].note
         assert 0 < row["batch-1 p50 ms"] <= row["batch-1 p90 ms"]
         assert row["batch-2 img/s"] > 0 and row[common.CPU_COLUMN] > 0
     assert rows[2]["note"] == "torch not installed: make install-torch"
