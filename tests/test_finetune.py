@@ -166,4 +166,4 @@ def test_finetune_preset_warms_up_then_decays_to_zero():
     for step in (0, 3, 12):  # warmup's first and last steps, the run's end
         optimizer.iterations.assign(step)
         rates.append(float(optimizer.learning_rate))
-    assert rates == pytest.approx([0.00125, 0.005, 0.0], abs=1e-9)  # 0.01 at 128 -> 64
+    assert rates == pytest.approx([0.00625, 0.025, 0.0], abs=1e-9)  # 0.05 at 128 -> 64

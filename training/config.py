@@ -197,9 +197,9 @@ class TrainConfig:
         rule=NONNEGATIVE_INT,
     )
     base_lr_scale: float = option(
-        0.1,
+        1.0,
         "with --init-weights: the learning rate of the loaded layers, as a fraction of the "
-        "classifiers' (the schedule's)",
+        "classifiers' (the schedule's); e.g. 0.1 to move pretrained features slowly",
         rule=POSITIVE,
     )
     time_budget_minutes: float | None = option(

@@ -8,14 +8,16 @@
 - `default`: a short schedule for small data: AdamW with cosine decay after a linear
   warmup (`keras.optimizers.schedules.CosineDecay(warmup_target=, warmup_steps=)`).
 - `finetune`: the default with `--init-weights` (`training.init_weights`): SGD with
-  Nesterov momentum 0.9, peak learning rate 0.01 at batch 128 (scaled linearly),
-  weight decay 1e-4, one warmup epoch, cosine decay to 0, label smoothing 0.1. This is
-  the recipe of torchvision's and timm's fine-tuning: torchvision's transfer-learning
-  tutorial fine-tunes with SGD momentum 0.9 at 1e-3 (batch 4); torchvision's reference
-  recipes train Inception with SGD momentum 0.9 and weight decay 1e-4; timm's `train.py`
-  defaults to SGD momentum 0.9, a cosine schedule with warmup, label smoothing 0.1, and
-  its fine-tuning examples use learning rates of 1e-3 to 1e-2. The loaded layers train
-  at `--base-lr-scale` times that rate (0.1 by default), after `--freeze-base-epochs`.
+  Nesterov momentum 0.9, peak learning rate 0.05 at batch 128 (scaled linearly), weight
+  decay 1e-4, one warmup epoch, cosine decay to 0, label smoothing 0.1, every layer at
+  that rate (`--base-lr-scale` 1). This is the recipe of torchvision's and timm's
+  fine-tuning: timm's `train.py` defaults to SGD momentum 0.9, a cosine schedule with
+  warmup, label smoothing 0.1, and a rate of 0.1 per 256 images scaled linearly
+  (`--lr-base 0.1 --lr-base-size 256`: 0.05 at 128); torchvision's transfer-learning
+  tutorial fine-tunes every layer with SGD momentum 0.9 at 1e-3 for batch 4 (0.032 at
+  128); its reference recipes train Inception with weight decay 1e-4. The rate was chosen
+  on the transfer benchmark's validation images (docs/fine-tuning.md): 0.01 at 128 with
+  the loaded layers at a tenth (this preset's first version) undertrained badly there.
 
 The paper presets decay in stairs from the first step, as the papers do; Keras's schedules
 give them no warmup, so `warmup_epochs` other than 0 is refused for them. Each preset
@@ -103,7 +105,7 @@ PRESETS = {
     ),
     "finetune": Preset(
         name="finetune",
-        learning_rate=0.01,
+        learning_rate=0.05,
         reference_batch=128,
         label_smoothing=0.1,
         warmup_epochs=1.0,
