@@ -324,3 +324,20 @@ def test_evaluate_a_model_file_needs_its_dataset(tmp_path, capsys):
     model.save(path)
     assert cli_main(["evaluate", path]) == 2
     assert "pass --dataset" in capsys.readouterr().err
+
+
+def test_a_run_saved_with_the_old_base_lr_scale_default_still_reads_and_resumes(tmp_path):
+    """config.json of a run (no --init-weights) written when --base-lr-scale defaulted to
+    0.1: evaluate/export read it and the same command resumes it; with --init-weights the
+    0.1 is the run's own and stays."""
+    from training.workdir import RUN_CONFIG, as_json, inspect_run, read_run_config
+
+    saved = {**as_json(TrainConfig()), "base_lr_scale": 0.1}
+    (tmp_path / RUN_CONFIG).write_text(json.dumps(saved))
+    assert read_run_config(str(tmp_path)) == TrainConfig()
+    assert inspect_run(TrainConfig(), str(tmp_path), overwrite=False).status == "resume"
+    fine_tuned = {**saved, "init_weights": "runs/source", "preset": "finetune"}
+    (tmp_path / RUN_CONFIG).write_text(json.dumps(fine_tuned))
+    assert read_run_config(str(tmp_path)).base_lr_scale == 0.1
+    with pytest.raises(ValueError, match=r"another configuration \(differs in \['base_lr_scale'\]"):
+        inspect_run(TrainConfig(init_weights="runs/source"), str(tmp_path), overwrite=False)

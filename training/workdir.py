@@ -164,6 +164,16 @@ def start_workdir(workdir: str, filename: str, current: Any, *, overwrite: bool)
     write_json(os.path.join(workdir, filename), as_json(current))
 
 
+def without_inert_fields(saved: dict) -> dict:
+    """A saved config.json's fields but those that do nothing in its run: `base_lr_scale`
+    without `init_weights` (runs saved before its default became 1.0 carry 0.1, which
+    would otherwise read as another configuration, or as a flag given without
+    --init-weights)."""
+    if saved.get("init_weights") is None:
+        return {k: v for k, v in saved.items() if k != "base_lr_scale"}
+    return saved
+
+
 def read_run_config(workdir: str) -> TrainConfig | None:
     """The `TrainConfig` saved in a training workdir's config.json; None when `workdir` is
     not a folder holding one. Fields the file lacks (older runs) take their defaults;
@@ -171,7 +181,7 @@ def read_run_config(workdir: str) -> TrainConfig | None:
     path = os.path.join(workdir, RUN_CONFIG)
     if not os.path.isfile(path):
         return None
-    saved = read_json(path)
+    saved = without_inert_fields(read_json(path))
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     return TrainConfig(**{k: v for k, v in saved.items() if k in known})
 
@@ -208,7 +218,7 @@ def inspect_run(config: TrainConfig, workdir: str, *, overwrite: bool) -> RunSta
     if previous is None:
         return RunState("new")
     current, defaults = as_json(config), as_json(TrainConfig())
-    changed = changed_fields(previous, current, defaults)
+    changed = changed_fields(without_inert_fields(previous), current, defaults)
     old_epochs = previous.get("epochs", defaults["epochs"])
     metrics_path = os.path.join(workdir, "metrics.json")
     finished = os.path.exists(metrics_path)
