@@ -246,6 +246,7 @@ def test_small_side_is_fine_for_a_model_not_run():
         inference.check_args(args)
 
 
+@pytest.mark.large  # 12 s on 2 cores: exports and traces two models
 def test_tiny_run_of_two_engines(tmp_path, capsys, monkeypatch):
     """GoogLeNet at width 1/8 and 32x32: tf_function and LiteRT, and the torch rows'
     note without torch (forced: the test does not start torch)."""
