@@ -28,11 +28,8 @@ random raw pixels, normalized as torchvision's weights expect, NCHW.
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 import time
-import traceback
 import warnings
 from collections.abc import Mapping
 from typing import TextIO
@@ -41,8 +38,10 @@ import numpy as np
 
 if __package__:  # benchmarks.torch_inference_worker: imported by the driver, for `inputs`
     from benchmarks.cpu_time import CpuTime
+    from benchmarks.torch_worker import answer, torch_info, worker_main
 else:  # the torch process, run by path: its siblings are top-level modules
     from cpu_time import CpuTime
+    from torch_worker import answer, torch_info, worker_main
 
 MODELS = ("googlenet", "inception_v3")
 # The torch ways of running a model: engine -> (memory format, torch.compile).
@@ -154,6 +153,7 @@ def export_onnx(request: Mapping) -> dict:
 
     model = torchvision_model(request["model"], int(request["seed"]))
     example = torch.from_numpy(inputs(int(request["size"]), 1, int(request["seed"])))
+    os.makedirs(os.path.dirname(request["path"]), exist_ok=True)  # torch alone: no folder yet
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # "legacy exporter": chosen
         torch.onnx.export(
@@ -168,20 +168,6 @@ def export_onnx(request: Mapping) -> dict:
     return {"path": request["path"]}
 
 
-def torch_info() -> dict:
-    import torch
-    import torchvision
-
-    return {
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "threads": torch.get_num_threads(),
-        "interop_threads": torch.get_num_interop_threads(),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
-        "mkldnn": bool(torch.backends.mkldnn.is_available()),
-    }
-
-
 def serve(requests: TextIO, replies: TextIO, threads: int = 0) -> None:
     """Answers the driver's requests, one JSON line each, until `quit` or end of input,
     on `threads` threads (0: the usable cores)."""
@@ -189,40 +175,21 @@ def serve(requests: TextIO, replies: TextIO, threads: int = 0) -> None:
 
     torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
     runners: dict[str, Runner] = {}
-    for line in requests:
-        request = json.loads(line)
-        cmd = request.get("cmd")
-        try:
-            if cmd == "info":
-                reply = torch_info()
-            elif cmd == "build":
-                runners[request["id"]] = Runner(request)
-                reply = {}
-            elif cmd == "run":
-                reply = runners[request["id"]].run(int(request["batch"]), int(request["calls"]))
-            elif cmd == "export_onnx":
-                reply = export_onnx(request)
-            elif cmd == "quit":
-                reply = {}
-            else:
-                raise ValueError(f"unknown command {cmd!r}")
-            reply["ok"] = True
-        except Exception as e:  # reported to the driver, which notes it in the row
-            traceback.print_exc()
-            reply = {"ok": False, "error": f"{type(e).__name__}: {e}"}
-        replies.write(json.dumps(reply) + "\n")
-        replies.flush()
-        if cmd == "quit":
-            return
 
+    def handle(cmd: str, request: Mapping) -> dict:
+        if cmd == "info":
+            return torch_info()
+        if cmd == "build":
+            runners[request["id"]] = Runner(request)
+            return {}
+        if cmd == "run":
+            return runners[request["id"]].run(int(request["batch"]), int(request["calls"]))
+        if cmd == "export_onnx":
+            return export_onnx(request)
+        raise ValueError(f"unknown command {cmd!r}")
 
-def worker_main() -> None:
-    """The torch process: replies on the original stdout; all other output to stderr."""
-    replies = os.fdopen(os.dup(sys.stdout.fileno()), "w")
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    sys.stdout = sys.stderr
-    serve(sys.stdin, replies, int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+    answer(requests, replies, handle)
 
 
 if __name__ == "__main__":
-    worker_main()
+    worker_main(serve)

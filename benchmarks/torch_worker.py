@@ -26,7 +26,7 @@ import os
 import subprocess
 import sys
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -261,32 +261,17 @@ def infer(request: Mapping) -> dict:
     return {"trainable_params": trainable, "copied": copied}
 
 
-def serve(requests: TextIO, replies: TextIO, threads: int = 0) -> None:
-    """Answers `TorchPeer`'s requests, one JSON line each, until `quit` or end of input,
-    on `threads` threads (0: the usable cores)."""
-    import torch
-
-    torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
-    benches: dict[str, TorchBench] = {}
+def answer(requests: TextIO, replies: TextIO, handle: Callable[[str, Mapping], dict]) -> None:
+    """The torch workers' loop: for each request line, one reply line, `handle(cmd,
+    request)`'s dict with `"ok": true`, or the error with `"ok": false` (its traceback on
+    stderr: the parent reports it), until `quit` or the end of input."""
     for line in requests:
         request = json.loads(line)
         cmd = request.get("cmd")
         try:
-            if cmd == "info":
-                reply = torch_info()
-            elif cmd == "build":
-                bench = benches[request["id"]] = TorchBench(request)
-                reply = {"trainable_params": bench.trainable_params}
-            elif cmd == "train":
-                reply = benches[request["id"]].train(int(request["steps"]))
-            elif cmd == "infer":
-                reply = infer(request)
-            elif cmd == "quit":
-                reply = {}
-            else:
-                raise ValueError(f"unknown command {cmd!r}")
+            reply = {} if cmd == "quit" else handle(cmd, request)
             reply["ok"] = True
-        except Exception as e:  # reported to the parent, which raises it
+        except Exception as e:  # reported to the parent
             traceback.print_exc()
             reply = {"ok": False, "error": f"{type(e).__name__}: {e}"}
         replies.write(json.dumps(reply) + "\n")
@@ -295,12 +280,36 @@ def serve(requests: TextIO, replies: TextIO, threads: int = 0) -> None:
             return
 
 
-def worker_main() -> None:
-    """The torch process: replies on the original stdout; all other output to stderr."""
+def serve(requests: TextIO, replies: TextIO, threads: int = 0) -> None:
+    """Answers `TorchPeer`'s requests, one JSON line each, until `quit` or end of input,
+    on `threads` threads (0: the usable cores)."""
+    import torch
+
+    torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
+    benches: dict[str, TorchBench] = {}
+
+    def handle(cmd: str, request: Mapping) -> dict:
+        if cmd == "info":
+            return torch_info()
+        if cmd == "build":
+            bench = benches[request["id"]] = TorchBench(request)
+            return {"trainable_params": bench.trainable_params}
+        if cmd == "train":
+            return benches[request["id"]].train(int(request["steps"]))
+        if cmd == "infer":
+            return infer(request)
+        raise ValueError(f"unknown command {cmd!r}")
+
+    answer(requests, replies, handle)
+
+
+def worker_main(serve_requests: Callable[[TextIO, TextIO, int], None] = serve) -> None:
+    """A torch process (this file's, or another worker's `serve_requests`): replies on
+    the original stdout; all other output to stderr."""
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     sys.stdout = sys.stderr
-    serve(sys.stdin, replies, int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+    serve_requests(sys.stdin, replies, int(sys.argv[1]) if len(sys.argv) > 1 else 0)
 
 
 if __name__ == "__main__":

@@ -312,13 +312,15 @@ def test_script_runs_by_path_from_another_folder(script, tmp_path):
         assert result.stderr == ""
 
 
-def test_torch_worker_loads_without_tensorflow():
-    """The torch process imports its siblings by path, never the `benchmarks` package
-    (which starts TensorFlow): torch and TensorFlow in one process crash."""
+@pytest.mark.parametrize("worker", ["torch_worker", "torch_inference_worker"])
+def test_torch_workers_load_without_tensorflow_or_torch(worker):
+    """A torch process imports its siblings by path, never the `benchmarks` package
+    (which starts TensorFlow): torch and TensorFlow in one process crash. It loads torch
+    only when asked to run."""
     code = (
-        "import sys; sys.path.insert(0, sys.argv[1]); import torch_worker; "
-        "print(sorted({m.split('.')[0] for m in sys.modules} & "
-        "{'tensorflow', 'keras', 'benchmarks', 'training', 'keras_inception'}))"
+        f"import sys; sys.path.insert(0, sys.argv[1]); import {worker}; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', "
+        "'benchmarks', 'training', 'keras_inception', 'torch', 'torchvision'}))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code, str(ROOT / "benchmarks")],

@@ -92,10 +92,10 @@ def exported(model_files, loaded, tmp_path_factory):
     return export
 
 
-# GoogLeNet in every format, InceptionV3 through ONNX, in `make test`; the rest of the
-# matrix (5-20 s an export on 2 cores: the converters' costs grow with the layer count,
+# GoogLeNet in every format in `make test`; BN-Inception and InceptionV3 in every format
+# in `make test-large` (5-20 s an export on 2 cores: the converters' costs grow with the layer count,
 # not the width) in `make test-large`, so that the suite stays under 8 minutes.
-FAST = {("googlenet", fmt) for fmt in FLOAT_FORMATS} | {("inception_v3", "onnx")}
+FAST = {("googlenet", fmt) for fmt in FLOAT_FORMATS}
 MATRIX = [
     pytest.param(name, fmt, marks=() if (name, fmt) in FAST else pytest.mark.large)
     for name in sorted(MODELS)
