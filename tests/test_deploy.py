@@ -95,7 +95,9 @@ def exported(model_files, loaded, tmp_path_factory):
 # GoogLeNet in every format in `make test`; BN-Inception and InceptionV3 in every format
 # in `make test-large` (5-20 s an export on 2 cores: the converters' costs grow with the layer count,
 # not the width) in `make test-large`, so that the suite stays under 8 minutes.
-FAST = {("googlenet", fmt) for fmt in FLOAT_FORMATS}
+# The SavedModel of a real run, checked on its test images, is test_training's
+# test_cli_export.
+FAST = {("googlenet", fmt) for fmt in ("onnx", "litert", "openvino")}
 MATRIX = [
     pytest.param(name, fmt, marks=() if (name, fmt) in FAST else pytest.mark.large)
     for name in sorted(MODELS)
@@ -149,15 +151,6 @@ def test_int8_litert_takes_uint8_pixels_and_reports_agreement(exported):
     assert "CONV_2D" in operations and not any(op.startswith("Flex") for op in operations)
     with open(os.path.join(output, "labels.txt")) as f:
         assert f.read().splitlines() == [f"class {k}" for k in range(7)]
-
-
-def test_cli_export_prints_the_check(model_files, tmp_path, capsys):
-    output = str(tmp_path / "onnx")
-    argv = ["export", model_files["googlenet"], "--format", "onnx", "--output", output]
-    assert cli_main([*argv, "--check-images", "4"]) == 0
-    out = capsys.readouterr().out
-    assert f"onnx export written to {output}" in out
-    assert "check: 4 random images" in out and "tolerance 0.0001" in out
 
 
 def test_a_file_that_differs_from_keras_fails_naming_the_difference(
@@ -261,3 +254,26 @@ def test_the_deploy_docs_snippets_run(exported, monkeypatch):
         exec(compile(block, "docs/deploy.md", "exec"), namespace)
     assert len(printed) == 3 and printed[0] in {f"class {k}" for k in range(7)}
     assert printed[2] == printed[0]  # OpenVINO float labels as ONNX Runtime does
+
+
+def test_cli_flags_reach_the_export_and_the_check_is_printed(monkeypatch, capsys):
+    """The command line's part (the export itself: the tests above, and the SavedModel of
+    a real run in test_training's test_cli_export)."""
+    seen = {}
+
+    def fake_export(path, fmt, output, **kwargs):
+        seen.update(path=path, fmt=fmt, output=output, **kwargs)
+        check = {"images": "4 random images", "top1_agreement": 0.75}
+        return {"format": "litert-int8", "output": "out", "check": check}
+
+    monkeypatch.setattr(deploy, "export", fake_export)
+    argv = ["export", "m.keras", "--format", "litert", "--int8", "--output", "out"]
+    assert cli_main([*argv, "--calibration-images", "8", "--check-images", "4"]) == 0
+    assert seen == {
+        "path": "m.keras", "fmt": "litert", "output": "out", "int8": True,
+        "calibration_images": 8, "check_images": 4,
+    }  # fmt: skip
+    assert capsys.readouterr().out.splitlines() == [
+        "litert-int8 export written to out",
+        "check: 4 random images: top-1 agreement with float Keras 75.00%",
+    ]

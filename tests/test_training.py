@@ -570,10 +570,13 @@ def test_cli_evaluate_prints_the_per_class_table_and_plots_the_confusion_matrix(
     assert summary["flip"]["images"] == summary["ten"]["images"] == 96
 
 
-def test_cli_export(finished_run, tmp_path):
+def test_cli_export(finished_run, tmp_path, capsys):
     _, workdir, _, _ = finished_run
     assert cli_main(["export", workdir, "--output", str(tmp_path / "sm")]) == 0
     assert (tmp_path / "sm" / "saved_model.pb").exists()
+    out = capsys.readouterr().out
+    assert f"saved_model export written to {tmp_path / 'sm'}" in out
+    assert "check: 64 test images of fashion_mnist: max abs difference from Keras" in out
     # Checked on the run's own test images (not random ones), with their names beside it.
     metadata = json.loads((tmp_path / "sm" / "metadata.json").read_text())
     assert metadata["check"]["images"] == "64 test images of fashion_mnist"
