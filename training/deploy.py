@@ -37,7 +37,7 @@ import keras_inception as ki
 from keras_inception.metadata import write_labels
 from training import data as data_lib
 from training.evaluate import eval_data_config, inference_model_path, load_inference_model
-from training.runtimes import check_runtime, load_predict
+from training.runtimes import Predict, check_runtime, load_predict
 from training.workdir import read_run_config
 
 FORMATS = ("saved_model", "onnx", "litert", "openvino")
@@ -161,8 +161,18 @@ def describe_failure(model: keras.Model, fmt: str, err: Exception) -> str:
     return f"the {fmt} export of {model.name!r} failed (every layer exports alone): {reason}"
 
 
+def run_data(path: str, model: keras.Model) -> tuple[data_lib.Datasets | None, str]:
+    """The run's datasets (unaugmented) and its dataset's name; or None and why not (a
+    bare `.keras` file, or the run's data is gone). Loaded once per export."""
+    try:
+        config, _, _ = eval_data_config(path, model)
+        return data_lib.load_datasets(config), config.dataset
+    except (ValueError, FileNotFoundError) as err:
+        return None, str(err)
+
+
 def check_data(
-    path: str,
+    data: tuple[data_lib.Datasets | None, str],
     model: keras.Model,
     *,
     split: str,
@@ -170,19 +180,16 @@ def check_data(
     random_count: int | None = None,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """Up to `count` images of the run's `split` ("train" unaugmented, or "test") as uint8
+    """Up to `count` images of `data`'s (`run_data`) `split` ("train" or "test") as uint8
     raw pixels, their labels, and where they came from; `random_count` (default `count`)
-    random images, without labels, when `path` is a bare `.keras` file or the run's data
-    is absent."""
-    height, width, channels = model.input_shape[1:]
-    try:
-        config, run, _ = eval_data_config(path, model)
-        datasets = data_lib.load_datasets(config)
-    except (ValueError, FileNotFoundError) as err:
+    random images, without labels, when there are no datasets."""
+    datasets, about = data
+    if datasets is None:
         count = random_count or count
         generator = np.random.default_rng(seed)
-        images = generator.integers(0, 256, (count, height, width, channels), dtype=np.uint8)
-        return images, None, f"{count} random images ({err})"
+        shape = (count, *model.input_shape[1:])
+        images = generator.integers(0, 256, shape, dtype=np.uint8)
+        return images, None, f"{count} random images ({about})"
     images, labels, taken = [], [], 0
     for batch in getattr(datasets, split):
         images.append(batch[0].numpy())
@@ -191,32 +198,35 @@ def check_data(
         if taken >= count:
             break
     pixels = np.clip(np.round(np.concatenate(images)[:count]), 0, 255).astype(np.uint8)
-    source = f"{len(pixels)} {split} images of {run.dataset if run else config.dataset}"
-    return pixels, np.concatenate(labels)[:count], source
+    return pixels, np.concatenate(labels)[:count], f"{len(pixels)} {split} images of {about}"
+
+
+def in_batches(predict: Predict, images: np.ndarray, dtype: type, size: int = 64) -> np.ndarray:
+    """`predict` over `images` as `dtype`, `size` at a time, concatenated."""
+    batches = (images[i : i + size].astype(dtype) for i in range(0, len(images), size))
+    return np.concatenate([predict(batch) for batch in batches])
 
 
 def keras_probabilities(model: keras.Model, images: np.ndarray) -> np.ndarray:
-    """The model's outputs on `images`, eagerly in batches of 64 (no graph to trace)."""
-    batches = (images[i : i + 64].astype(np.float32) for i in range(0, len(images), 64))
-    return np.concatenate([keras.ops.convert_to_numpy(model(b, training=False)) for b in batches])
+    """The model's outputs on `images`, eagerly (no graph to trace)."""
+    return in_batches(
+        lambda batch: keras.ops.convert_to_numpy(model(batch, training=False)), images, np.float32
+    )
 
 
 def check_float(fmt: str, file: str, model: keras.Model, images: np.ndarray, source: str) -> dict:
-    """Runs `images` through the file and Keras; raises RuntimeError past `TOLERANCE`."""
-    predict = load_predict(fmt, file)
+    """Runs `images` through the file and Keras: their max abs difference, whether it is
+    within `TOLERANCE`, and their top-1 agreement."""
+    got = in_batches(load_predict(fmt, file), images, np.float32)
     expected = keras_probabilities(model, images)
-    got = np.concatenate(
-        [predict(images[i : i + 32].astype(np.float32)) for i in range(0, len(images), 32)]
-    )
     difference = float(np.max(np.abs(got - expected)))
-    check = {
+    return {
         "images": source,
         "max_abs_difference": difference,
         "tolerance": TOLERANCE,
         "top1_agreement": float(np.mean(got.argmax(-1) == expected.argmax(-1))),
         "passed": difference <= TOLERANCE,
     }
-    return check
 
 
 def check_int8(
@@ -224,11 +234,8 @@ def check_int8(
 ) -> dict:
     """Top-1 agreement of the int8 file with float Keras, and the accuracy drop when
     `labels` are known."""
-    predict = load_predict("litert", file)
+    got = in_batches(load_predict("litert", file), images, np.uint8).argmax(-1)
     expected = keras_probabilities(model, images).argmax(-1)
-    got = np.concatenate([predict(images[i : i + 64]) for i in range(0, len(images), 64)]).argmax(
-        -1
-    )
     check = {"images": source, "top1_agreement": float(np.mean(got == expected))}
     if labels is not None:
         check["keras_top1"] = float(np.mean(expected == labels))
@@ -305,10 +312,11 @@ def export(
     check_runtime(fmt)
     output = output or default_output(path, fmt, int8=int8)
     model = model or load_inference_model(path)
+    data = run_data(path, model)
     calibration = None
     if int8:
         calibration, _, calibration_source = check_data(
-            path, model, split="train", count=calibration_images
+            data, model, split="train", count=calibration_images
         )
     file = write_model_file(model, fmt, output, calibration=calibration)
     names = ki.class_names_of(inference_model_path(path))
@@ -332,12 +340,12 @@ def export(
     }
     if int8:
         images, labels, source = check_data(
-            path, model, split="test", count=INT8_CHECK_LIMIT, random_count=check_images
+            data, model, split="test", count=INT8_CHECK_LIMIT, random_count=check_images
         )
         metadata["calibration"] = calibration_source
         metadata["check"] = check_int8(file, model, images, labels, source)
     else:
-        images, _, source = check_data(path, model, split="test", count=check_images)
+        images, _, source = check_data(data, model, split="test", count=check_images)
         metadata["check"] = check_float(fmt, file, model, images, source)
     with open(os.path.join(output, "metadata.json"), "w", encoding="utf-8") as f:
         json.dump(metadata, f, indent=2)
