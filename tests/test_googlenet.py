@@ -185,6 +185,9 @@ def test_default_loss_weights():
     assert ki.default_loss_weights(model) == {"main": 1.0, "aux1": 0.3, "aux2": 0.3}
 
 
+# large: the fast suite trains the auxiliary heads with these weights through `training`
+# (test_training's test_aux_targets_fan_out_and_loss_falls checks the weighted sum).
+@pytest.mark.large
 def test_aux_model_trains_with_loss_weights():
     import tensorflow as tf
 

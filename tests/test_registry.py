@@ -2,13 +2,13 @@
 
 import ast
 import dataclasses
-import json
 import os
 import pathlib
 import subprocess
 import sys
 import textwrap
 
+import keras
 import numpy as np
 import pytest
 from keras import layers
@@ -92,58 +92,21 @@ def _round_trip_cases():
     ]
 
 
-@pytest.fixture(scope="module")
-def fresh_process_round_trips(tmp_path_factory):
-    """Saves every case's model and loads them all in ONE fresh process (safe_mode=True):
-    a Python + TensorFlow start is 7-10 s of 2 CPU cores, and each case pays it otherwise.
-    Returns {case id: (outputs before saving, outputs after loading)}."""
-    folder = tmp_path_factory.mktemp("round_trip")
-    x = np.random.default_rng(1).normal(size=(2, 32, 32, 1)).astype("float32")
-    np.save(folder / "x.npy", x)
-    expected = {}
-    for case in _round_trip_cases():
-        name, extra, aux_logits = case.values
-        model = ki.get_model(name, aux_logits=aux_logits, **extra, **SMALL)
-        # Eager calls, here and there: at this size `predict`'s tracing costs more than the
-        # forward pass (the 10 cases' round trips: about 60 s of 2 cores with it).
-        y = model(x, training=False)
-        y = y if isinstance(y, dict) else {"out": y}
-        expected[case.id] = {k: np.asarray(v) for k, v in y.items()}
-        model.save(folder / f"{case.id}.keras")
-    script = textwrap.dedent(
-        f"""
-        import json, numpy as np, keras
-        import keras_inception  # registers the custom layers
-        x = np.load({str(folder / "x.npy")!r})
-        loaded = {{}}
-        for case in {sorted(expected)!r}:
-            try:  # one case's failure is that case's test's, with its message
-                path = {str(folder)!r} + f"/{{case}}.keras"
-                y = keras.saving.load_model(path, safe_mode=True)(x, training=False)
-            except Exception as err:
-                loaded[case] = f"{{type(err).__name__}}: {{err}}"
-                continue
-            y = y if isinstance(y, dict) else {{"out": y}}
-            loaded[case] = {{k: np.asarray(v).tolist() for k, v in y.items()}}
-        print(json.dumps(loaded))
-        """
-    )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
-    loaded = json.loads(result.stdout.strip().splitlines()[-1])
-    return {case: (expected[case], loaded[case]) for case in expected}
-
-
 @pytest.mark.parametrize(("name", "extra", "aux_logits"), _round_trip_cases())
-def test_keras_round_trip_in_fresh_process(
-    name, extra, aux_logits, fresh_process_round_trips, request
-):
-    expected, loaded = fresh_process_round_trips[request.node.callspec.id]
-    assert isinstance(loaded, dict), loaded  # else the fresh process's error for this case
-    assert sorted(loaded) == sorted(expected)
+def test_keras_round_trip(name, extra, aux_logits, tmp_path):
+    """Every registered configuration saves and loads (safe_mode=True) to the same outputs.
+    A fresh process that has only Keras loads them in test_portable_files."""
+    x = np.random.default_rng(1).normal(size=(2, 32, 32, 1)).astype("float32")
+    model = ki.get_model(name, aux_logits=aux_logits, **extra, **SMALL)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    # Eager calls: at this size `predict`'s tracing costs more than the forward pass.
+    expected, got = model(x, training=False), loaded(x, training=False)
+    expected, got = ({"out": y} if not isinstance(y, dict) else y for y in (expected, got))
+    assert sorted(got) == sorted(expected)
     assert (len(expected) > 1) == aux_logits, (name, extra)  # aux heads are extra outputs
     for key, value in expected.items():
-        np.testing.assert_allclose(np.array(loaded[key]), value, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(got[key]), np.asarray(value), rtol=1e-5, atol=1e-6)
 
 
 def _imported_modules(path: pathlib.Path) -> set[str]:

@@ -263,12 +263,12 @@ def test_unknown_preset_and_bad_config():
 
 @pytest.fixture(scope="module")
 def finished_run(fmnist_dir, tmp_path_factory):
-    """A 3-epoch run (aux heads, export) that was interrupted after its first epoch and
+    """A 2-epoch run (aux heads, export) that was interrupted after its first epoch and
     resumed: one run serves the resume test and every test of a finished run's workdir.
     Returns (config, workdir, metrics, {"history": the history at the interruption,
     "out": what the resumed run printed})."""
     workdir = str(tmp_path_factory.mktemp("run"))
-    config = TrainConfig(data_dir=fmnist_dir, epochs=3, **TINY)
+    config = TrainConfig(data_dir=fmnist_dir, epochs=2, **TINY)
     with pytest.raises(_Interrupt):
         train_and_evaluate(config, workdir, verbose=0, extra_callbacks=[_StopAfterFirstEpoch()])
     interrupted = {
@@ -292,7 +292,7 @@ def test_run_writes_every_artifact(finished_run):
     with open(os.path.join(workdir, "metrics.json")) as f:
         saved = json.load(f)
     assert saved["num_test"] == 96 and saved["skipped_files"] == 0
-    assert len(saved["epoch_times"]) == len(saved["train_seconds"]) == 3
+    assert len(saved["epoch_times"]) == len(saved["train_seconds"]) == 2
     assert all(
         e >= t > 0 for e, t in zip(saved["epoch_times"], saved["train_seconds"], strict=True)
     )
@@ -325,10 +325,14 @@ def test_test_metrics_are_the_inference_models_on_the_test_images(finished_run, 
 def test_aux_targets_fan_out_and_loss_falls(finished_run):
     _, workdir, metrics, _ = finished_run
     history = read_history(workdir)
-    assert [int(row["epoch"]) for row in history] == [0, 1, 2]
+    assert [int(row["epoch"]) for row in history] == [0, 1]
     assert {"main_loss", "aux1_loss", "aux2_loss", "val_main_accuracy"} <= set(history[0])
     assert float(history[-1]["loss"]) < float(history[0]["loss"])
     assert metrics["params"] > metrics["inference_params"]  # the aux heads were trained
+    # The loss is the main one plus 0.3 of each auxiliary one (ki.default_loss_weights).
+    for row in history:
+        main, aux1, aux2 = (float(row[f"{k}_loss"]) for k in ("main", "aux1", "aux2"))
+        assert float(row["loss"]) == pytest.approx(main + 0.3 * aux1 + 0.3 * aux2, rel=1e-4)
 
 
 def test_inference_model_has_no_aux_and_same_weights(finished_run):
@@ -348,12 +352,12 @@ def test_rerunning_a_finished_run_trains_nothing(finished_run, capsys):
     again = train_and_evaluate(config, workdir, verbose=0)
     assert again == json.loads(json.dumps(metrics))
     assert "already finished" in capsys.readouterr().out
-    assert len(read_history(workdir)) == 3
+    assert len(read_history(workdir)) == 2
 
 
 def test_workdir_with_another_config_is_refused(finished_run):
     config, workdir, _, _ = finished_run
-    changed = TrainConfig(**{**config.__dict__, "epochs": 2})  # fewer: not a continuation
+    changed = TrainConfig(**{**config.__dict__, "epochs": 1})  # fewer: not a continuation
     with pytest.raises(ValueError, match=r"another configuration.*\['epochs'\]"):
         train_and_evaluate(changed, workdir, verbose=0)
 
@@ -371,16 +375,16 @@ def test_interrupted_run_resumes_without_redoing_epochs(finished_run):
     _, workdir, metrics, interrupted = finished_run
     assert interrupted["history"] == [0] and not interrupted["metrics_written"]
     out = interrupted["out"]
-    assert "epochs 1-1 are done; continuing at epoch 2 of 3" in out
+    assert "epochs 1-1 are done; continuing at epoch 2 of 2" in out
     assert "inference.keras, export/, metrics.json" in out  # the summary lists the export
     table = out[out.index("Test accuracy per class") :].splitlines()[1:12]  # verbose: printed
     assert table[0].startswith("class  name ") and table[1].split()[:2] == ["0", "T-shirt/top"]
     assert table[10].split()[:3] == ["9", "Ankle", "boot"]
-    assert [int(r["epoch"]) for r in read_history(workdir)] == [0, 1, 2]  # epoch 1 not redone
-    assert len(metrics["epoch_times"]) == 3
+    assert [int(r["epoch"]) for r in read_history(workdir)] == [0, 1]  # epoch 1 not redone
+    assert len(metrics["epoch_times"]) == 2
     model = keras.saving.load_model(os.path.join(workdir, "model.keras"))
     steps_per_epoch = -(-metrics["num_train"] // 32)
-    assert int(model.optimizer.iterations) == 3 * steps_per_epoch  # the optimizer resumed too
+    assert int(model.optimizer.iterations) == 2 * steps_per_epoch  # the optimizer resumed too
 
 
 class _StopAfterTraining(keras.callbacks.Callback):

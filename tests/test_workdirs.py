@@ -276,7 +276,8 @@ def test_evaluate_workdir_reproduces_the_runs_test_metrics_on_its_own_holdout(ru
 
 def test_inference_file_opens_in_plain_keras(run, tmp_path):
     """A fresh process that imports neither keras_inception nor training, with
-    load_model's defaults (compile=True, safe mode)."""
+    load_model's defaults (compile=True, safe mode): the model, and the class names in
+    Keras's metadata.json."""
     workdir = run["workdir"]
     model = load_inference_model(workdir)
     x = np.random.default_rng(0).uniform(-1, 1, size=(4, *model.input_shape[1:]))
@@ -287,9 +288,12 @@ def test_inference_file_opens_in_plain_keras(run, tmp_path):
         import keras, numpy as np
         model = keras.saving.load_model({os.path.join(workdir, "inference.keras")!r})
         np.save({str(tmp_path / "y.npy")!r}, model.predict(np.load({str(tmp_path / "x.npy")!r}), verbose=0))
+        import json, zipfile
+        with zipfile.ZipFile({os.path.join(workdir, "inference.keras")!r}) as archive:
+            print(json.loads(archive.read("metadata.json"))["class_names"])
         print(sorted(m for m in ("keras_inception", "training") if m in sys.modules))
     """)  # fmt: skip
-    assert child.stdout.strip().splitlines()[-1] == "[]"
+    assert child.stdout.strip().splitlines()[-2:] == ["['c0', 'c1', 'c2']", "[]"]
     expected = model.predict(x.astype("float32"), verbose=0)
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-5, atol=1e-6)
 
