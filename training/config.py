@@ -52,7 +52,7 @@ class TrainConfig:
     `aux`, `dropout`, `fused_batch_norm`, `sync_batch_norm`, `bn_momentum`), the data
     (`dataset`, `data_dir`, `image_size`, `train_limit`, `val_fraction`, `augment`,
     `flip`, `random_erasing`), the optimization (`batch_size`, `epochs`, `preset`,
-    `learning_rate`, `warmup_epochs`, `label_smoothing`, `aux_loss_weight`,
+    `learning_rate`, `warmup_epochs`, `label_smoothing`, `ema_momentum`, `aux_loss_weight`,
     `mixed_precision`, `precise_bn_images`, `time_budget_minutes`), the starting
     weights (`init_weights`, `freeze_base_epochs`, `base_lr_scale`), the placement
     (`strategy`, `replicas`) and the randomness (`seed`, `deterministic`).
@@ -130,6 +130,14 @@ class TrainConfig:
     )
     label_smoothing: float | None = option(
         None, "override the preset's label smoothing", rule=FRACTION
+    )
+    ema_momentum: float | None = option(
+        None,
+        "keep an exponential moving average of the weights (Keras's optimizer EMA: average "
+        "= m * average + (1 - m) * weights after each step) and evaluate, save and export "
+        "it in place of the last weights; the epochs' validation still uses the last "
+        "weights (None: the preset's, 0.999 for googlenet_paper, none for the others; 0: off)",
+        rule=FRACTION,
     )
     strategy: str = option(
         "auto",

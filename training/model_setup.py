@@ -146,6 +146,7 @@ def make_run_optimizer(
         global_batch_size=config.batch_size,
         learning_rate=learning_rate or run_learning_rate(config),
         warmup_epochs=config.warmup_epochs,
+        ema_momentum=config.ema_momentum,
     )
 
 

@@ -124,6 +124,7 @@ def make_optimizer(
     global_batch_size: int,
     learning_rate: float | None = None,
     warmup_epochs: float | None = None,
+    ema_momentum: float | None = None,
 ) -> keras.optimizers.Optimizer:
     """The preset's optimizer and schedule for a run of `epochs` x `steps_per_epoch`.
 
@@ -134,6 +135,9 @@ def make_optimizer(
         global_batch_size: int. The batch the preset's learning rate is scaled to.
         learning_rate: float or None. Overrides the scaled learning rate.
         warmup_epochs: float or None. Overrides the preset's warmup.
+        ema_momentum: float or None. Overrides the preset's moving average of the weights
+            (Keras's `use_ema`/`ema_momentum`; 0 turns it off). Keras's `fit` puts the
+            average in the model's weights when it ends (`finalize_variable_values`).
 
     Raises:
         ValueError: a warmup the preset cannot give.
@@ -145,4 +149,9 @@ def make_optimizer(
         epochs=epochs,
         warmup_epochs=preset.warmup_epochs if warmup_epochs is None else warmup_epochs,
     )
+    if ema_momentum is not None:  # before the optimizer is built: build makes the averages
+        if not 0 <= ema_momentum < 1:
+            raise ValueError(f"ema_momentum must be in [0, 1); received {ema_momentum!r}")
+        optimizer.use_ema = ema_momentum > 0
+        optimizer.ema_momentum = ema_momentum
     return fuse_adam_update(decay_with_one_learning_rate(optimizer))

@@ -185,6 +185,14 @@ def train_and_evaluate(
         print(describe_cpu_usage(usage))
     inference = save_models(model, workdir, export=export, class_names=list(datasets.class_names))
     test = evaluate_model(inference, datasets.test)
+    # The saved model on the held-out images: what recipes are chosen on (the epochs'
+    # val_ columns measure the last weights, not an EMA of them).
+    validation = evaluate_model(inference, datasets.validation) if datasets.num_validation else None
+    if validation and verbose:
+        print(
+            f"Validation top-1 {validation['top1']:.4f} on {validation['images']} held-out "
+            "images (the saved weights)."
+        )
     metrics = write_metrics(
         workdir,
         run,
@@ -197,6 +205,11 @@ def train_and_evaluate(
         extra={
             **precise_bn_metrics(precise),
             "cpu_usage": usage,
+            **(
+                {"final_validation": {k: validation[k] for k in ("top1", "top5", "loss", "images")}}
+                if validation
+                else {}
+            ),
             **({"init_weights": init_summary.as_metrics()} if source else {}),
             **({"epoch_plan": dataclasses.asdict(plan)} if plan else {}),
         },
