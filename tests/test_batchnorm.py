@@ -89,7 +89,9 @@ def test_num_batches_and_a_model_without_batch_norm():
 @pytest.mark.large
 def test_two_replicas_estimate_what_one_device_does():
     """Under MirroredStrategy each replica normalizes its share; the first BN layer's
-    input does not depend on that, so its statistics must equal one device's."""
+    input does not depend on that, so its statistics must equal one device's. A batch that
+    does not split evenly loses its last images (fewer than the replicas): no replica gets
+    an empty share."""
     result = run_python(
         """
         import json
@@ -99,8 +101,8 @@ def test_two_replicas_estimate_what_one_device_does():
         import keras_inception as ki
         from training.batchnorm import PreciseBatchNorm, batch_norm_layers
 
-        x = (np.random.default_rng(2).normal(size=(21, 16, 16, 1)) * 3 + 2).astype("float32")
-        ds = tf.data.Dataset.from_tensor_slices(x).batch(6)  # 6 6 6 3: uneven last batch
+        x = (np.random.default_rng(2).normal(size=(22, 16, 16, 1)) * 3 + 2).astype("float32")
+        ds = tf.data.Dataset.from_tensor_slices(x).batch(6)  # 6 6 6 4: a smaller last batch
         kw = dict(stem="small", input_shape=(16, 16, 1), classes=4, width_multiplier=0.125,
                   min_depth=4)
         keras.utils.set_random_seed(0)
@@ -108,13 +110,22 @@ def test_two_replicas_estimate_what_one_device_does():
         with strategy.scope():
             mirrored = ki.build_googlenet(**kw)
             mirrored.set_weights(single.get_weights())
-        PreciseBatchNorm(single).update(ds, 4)
-        PreciseBatchNorm(mirrored).update(ds, 4)
+        estimators = [PreciseBatchNorm(single), PreciseBatchNorm(mirrored)]
+        for estimator in estimators:
+            estimator.update(ds, 4)
         first = [batch_norm_layers(m)[0] for m in (single, mirrored)]
-        print(json.dumps({
+        out = {
             "mean": float(np.max(np.abs(first[0].moving_mean - first[1].moving_mean))),
             "var": float(np.max(np.abs(first[0].moving_variance - first[1].moving_variance))),
             "scale": float(np.max(first[0].moving_variance)),
+            "images": [estimator.images for estimator in estimators],
+        }
+        odd = tf.data.Dataset.from_tensor_slices(x[:21]).batch(6)  # 6 6 6 3
+        for estimator in estimators:
+            estimator.update(odd, 4)
+            out["images"].append(estimator.images)
+        print(json.dumps({
+            **out,
             "finite": all(bool(np.isfinite(w).all()) for w in mirrored.get_weights()),
         }))
         """
@@ -122,6 +133,7 @@ def test_two_replicas_estimate_what_one_device_does():
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["finite"] and out["scale"] > 1.0
     assert out["mean"] < 1e-4 and out["var"] < 1e-4 * out["scale"]
+    assert out["images"] == [22, 22, 21, 20]  # the 3-image batch: 2 on 2 replicas
 
 
 # large: a tuner search (minutes); the fit driver's precise BN is tested
