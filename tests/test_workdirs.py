@@ -49,7 +49,7 @@ TRAIN_VALUES = {
     "batch_size": 64, "epochs": 3, "train_limit": 100, "val_fraction": 0.2, "stem": "small",
     "width_multiplier": 0.5, "min_depth": 8, "bottleneck_ratio": 0.5, "specs": "s.json",
     "aux": False, "aux_loss_weight": 0.5, "dropout": 0.3, "preset": "googlenet_paper",
-    "learning_rate": 0.1, "warmup_epochs": 2.0, "label_smoothing": 0.2,
+    "learning_rate": 0.1, "warmup_epochs": 2.0, "label_smoothing": 0.2, "ema_momentum": 0.99,
     "strategy": "onedevice", "replicas": 2, "mixed_precision": True, "sync_batch_norm": True,
     "fused_batch_norm": False, "seed": 7, "deterministic": True, "augment": False,
     "flip": False, "random_erasing": 0.25, "bn_momentum": 0.9, "precise_bn_images": 0,
