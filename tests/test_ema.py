@@ -46,8 +46,7 @@ def test_ema_weights_are_the_hand_computed_average_after_3_steps():
 
 
 def test_no_ema_keeps_the_last_weights_and_zero_turns_the_presets_off():
-    _, final = _fit_three_steps(TrainConfig(batch_size=4, epochs=1, learning_rate=0.1))
-    steps, _ = _fit_three_steps(TrainConfig(batch_size=4, epochs=1, learning_rate=0.1))
+    steps, final = _fit_three_steps(TrainConfig(batch_size=4, epochs=1, learning_rate=0.1))
     for got, last in zip(final, steps[-1], strict=True):
         np.testing.assert_array_equal(got, last)
     paper = dict(preset="googlenet_paper", batch_size=4, epochs=1)
